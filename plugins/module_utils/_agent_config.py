@@ -1,0 +1,105 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, qhub.prefect contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the prefect_agent_config module does, kept apart from its documentation."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible_collections.qhub.prefect.plugins.module_utils._kube import Applier, KubeError, wait_for_rollout
+from ansible_collections.qhub.prefect.plugins.module_utils._kube_common import kube_client
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
+    DEFAULT_IMAGE, PREFECT1, ConfigError, generation_of_image, parse_overrides, resolve_secret_ref,
+    validate_image, validate_namespace,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._render import (
+    AgentSpec, owned_object_stubs, render_objects,
+)
+
+KUBE_SYSTEM = "/api/v1/namespaces/kube-system"
+
+
+def _yaml_dump(value):
+    import yaml
+    return yaml.safe_dump(value, default_flow_style=False, sort_keys=False)
+
+
+def build_spec(params, environ):
+    """An AgentSpec from module parameters; every ConfigError names the key at fault."""
+    namespace = validate_namespace(params["namespace"], "namespace")
+    image = validate_image(params["image"] or DEFAULT_IMAGE, "image")
+    generation = params["generation"]
+    if generation == "auto":
+        generation = generation_of_image(image, "image")
+    overrides = params["overrides"] or {}
+    if "secretEnvVars" in overrides:
+        raise ConfigError("overrides.secretEnvVars", "pass secret env vars in the no_log option secret_env, "
+                          "so their values stay out of logs")
+    job, _ = parse_overrides(overrides, environ, path="overrides")
+    _, secret_env = parse_overrides({"secretEnvVars": params["secret_env"] or {}}, environ, path="secret_env")
+    secret_env = dict((name, value) for name, value in secret_env.items())
+    for name in secret_env:
+        if name in job.env:
+            raise ConfigError("secret_env.%s" % name, "shadows the plain variable overrides.envVars.%s" % name)
+    job.secret_env_names = sorted(secret_env)
+    token = params["api_key"]
+    if token:
+        token = resolve_secret_ref(token, "api_key", environ)
+    api_url = params["api_url"]
+    if generation != PREFECT1 and not api_url and params["state"] == "present":
+        raise ConfigError("api_url", "a Prefect 2/3 worker needs the API URL: set api_url or PREFECT_API_URL")
+    name = params["name"] or ("prefect-agent" if generation == PREFECT1 else "prefect-worker")
+    validate_namespace(name, "name")
+    queues = job.labels if generation != PREFECT1 else []
+    return AgentSpec(name=name, namespace=namespace, generation=generation, image=image, job=job,
+                     secret_env=secret_env, token=token, api_url=api_url,
+                     work_pool=params["work_pool"] or name, work_queues=queues,
+                     replicas=params["replicas"], job_service_account=params["job_service_account"])
+
+
+def _ensure_namespace(applier, spec, create):
+    path = "/api/v1/namespaces/" + spec.namespace
+    if applier.client.get(path) is not None:
+        return
+    if not create:
+        raise KubeError("namespace %s does not exist (set create_namespace: true to create it)" % spec.namespace)
+    # Created, not owned: state=absent never deletes a namespace.
+    applier.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}}, read=False)
+
+
+def run(module):
+    params = module.params
+    try:
+        spec = build_spec(params, os.environ)
+    except ConfigError as exc:
+        module.fail_json(msg=str(exc), key=exc.path)
+    client = kube_client(module)
+    applier = Applier(client, check_mode=module.check_mode, force=params["force"])
+    result = {"name": spec.name, "namespace": spec.namespace, "generation": spec.generation}
+    try:
+        if params["state"] == "absent":
+            for stub in owned_object_stubs(spec.name, spec.namespace):
+                applier.delete_owned(stub, spec.name)
+        else:
+            _ensure_namespace(applier, spec, params["create_namespace"])
+            if not spec.is_agent:
+                kube_system = client.get(KUBE_SYSTEM)
+                spec.cluster_uid = (kube_system or {}).get("metadata", {}).get("uid")
+            objects = render_objects(spec)
+            for manifest in objects:
+                applier.apply(manifest)
+            if params["wait"] and not module.check_mode:
+                wait_for_rollout(client, objects[-1], params["wait_timeout"])
+    except KubeError as exc:
+        module.fail_json(msg=str(exc), objects=_summary(applier), api_requests=client.requests, **result)
+    result.update(changed=applier.changed, objects=_summary(applier), api_requests=client.requests)
+    if module._diff:
+        result["diff"] = applier.diffs(_yaml_dump)
+    module.exit_json(**result)
+
+
+def _summary(applier):
+    return [dict((key, item[key]) for key in ("kind", "namespace", "name", "action")) for item in applier.results]

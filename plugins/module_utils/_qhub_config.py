@@ -1,0 +1,448 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, qhub.prefect contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ``prefect:`` block of a QHub config as a validated model.
+
+Private to the collection. Pure: no I/O besides reading the environment mapping it is
+given, so every rule here is unit-tested without servers. Every error names the key path.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ast
+import json
+import re
+from decimal import Decimal, InvalidOperation
+
+SECRET_PREFIX = "QHUB_SECRET_"
+TOKEN_ENV_VARS = ("QHUB_SECRET_PREFECT_TOKEN", "TF_VAR_prefect_token")
+DEFAULT_NAMESPACE = "dev"
+DEFAULT_IMAGE = "prefecthq/prefect:3-python3.11-kubernetes"
+QHUB_LEGACY_IMAGE = "prefecthq/prefect:0.14.22-python3.8"
+PREFECT1 = "prefect1"
+PREFECT3 = "prefect3"
+GENERATIONS = (PREFECT1, PREFECT3)
+
+MAX_VALUE_BYTES = 32 * 1024
+MAX_SECRET_BYTES = 900 * 1024  # a Secret holds at most 1 MiB, object metadata included
+
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+PREFECT_BLOCK_KEYS = ("enabled", "image", "overrides", "token")
+
+# One table for every accepted override. Flat keys are the Prefect Server chart's agent env;
+# nested keys are QHub's chart values. Both forms land in the same field.
+FLAT_OVERRIDES = {
+    "IMAGE_PULL_SECRETS": "image_pull_secrets",
+    "PREFECT__CLOUD__AGENT__LABELS": "labels",
+    "JOB_MEM_REQUEST": "memory_request",
+    "JOB_MEM_LIMIT": "memory_limit",
+    "JOB_CPU_REQUEST": "cpu_request",
+    "JOB_CPU_LIMIT": "cpu_limit",
+    "IMAGE_PULL_POLICY": "image_pull_policy",
+}
+NESTED_OVERRIDES = {
+    ("prefect_agent", "job", "resources", "limit", "cpu"): "cpu_limit",
+    ("prefect_agent", "job", "resources", "limits", "cpu"): "cpu_limit",
+    ("prefect_agent", "job", "resources", "limit", "memory"): "memory_limit",
+    ("prefect_agent", "job", "resources", "limits", "memory"): "memory_limit",
+    ("prefect_agent", "job", "resources", "request", "cpu"): "cpu_request",
+    ("prefect_agent", "job", "resources", "requests", "cpu"): "cpu_request",
+    ("prefect_agent", "job", "resources", "request", "memory"): "memory_request",
+    ("prefect_agent", "job", "resources", "requests", "memory"): "memory_request",
+    ("prefect_agent", "job", "imagePullPolicy"): "image_pull_policy",
+    ("prefect_agent", "job", "imagePullSecrets"): "image_pull_secrets",
+    ("prefectLabels",): "labels",
+}
+ENV_OVERRIDES = ("envVars", "secretEnvVars")
+ACCEPTED_OVERRIDES = tuple(sorted(FLAT_OVERRIDES)) + ENV_OVERRIDES + ("prefect_agent", "prefectLabels")
+
+# Env the rendered agent or worker sets itself; a user value would be silently lost.
+MANAGED_ENV = frozenset((
+    "NAMESPACE", "SERVICE_ACCOUNT_NAME", "IMAGE_PULL_SECRETS", "IMAGE_PULL_POLICY",
+    "JOB_MEM_REQUEST", "JOB_MEM_LIMIT", "JOB_CPU_REQUEST", "JOB_CPU_LIMIT",
+    "PREFECT__BACKEND", "PREFECT__CLOUD__API", "PREFECT__CLOUD__API_KEY",
+    "PREFECT__CLOUD__AGENT__AUTH_TOKEN", "PREFECT__CLOUD__AGENT__LABELS",
+    "PREFECT__CLOUD__AGENT__AGENT_ADDRESS", "PREFECT_API_URL", "PREFECT_API_KEY",
+    "PREFECT_KUBERNETES_CLUSTER_UID", "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES",
+    "HOME",
+))
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_QUANTITY = re.compile(r"^(?P<num>[+]?(\d+(\.\d*)?|\.\d+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+_IMAGE = re.compile(
+    r"^(?P<repo>[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+_SUFFIX_FACTOR = {
+    None: Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15, "E": Decimal(10) ** 18, "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
+}
+
+
+class ConfigError(ValueError):
+    """A config value at ``path`` is wrong; ``str()`` reads ``path: message``."""
+
+    def __init__(self, path, message):
+        super(ConfigError, self).__init__("%s: %s" % (path, message))
+        self.path = path
+        self.message = message
+
+
+def _type_name(value):
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+def quantity_value(text):
+    """The numeric value of a Kubernetes quantity string, or None if it is not one."""
+    match = _QUANTITY.match(text) if isinstance(text, str) else None
+    if not match:
+        return None
+    suffix = match.group("suffix")
+    try:
+        number = Decimal(match.group("num"))
+        if suffix and suffix[0] in "eE":
+            return number * (Decimal(10) ** int(suffix[1:]))
+        return number * _SUFFIX_FACTOR[suffix]
+    except (InvalidOperation, KeyError, OverflowError):
+        return None
+
+
+def parse_quantity(value, path):
+    """A Kubernetes quantity as the string the API server will store for it."""
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        raise ConfigError(path, "%s is not a Kubernetes quantity (want for example 500m, 2 or 4Gi)" % _type_name(value))
+    text = str(value).strip() if not isinstance(value, float) else ("%f" % value).rstrip("0").rstrip(".")
+    parsed = quantity_value(text)
+    if parsed is None or parsed <= 0:
+        raise ConfigError(path, "%s is not a Kubernetes quantity (want for example 500m, 2 or 4Gi)" % _short(value))
+    return text
+
+
+def resolve_secret_ref(value, path, environ):
+    """QHub's convention: the value ``QHUB_SECRET_<NAME>`` stands for the environment variable NAME."""
+    if isinstance(value, str) and value.startswith(SECRET_PREFIX):
+        name = value[len(SECRET_PREFIX):]
+        if not name:
+            raise ConfigError(path, "%r names no environment variable" % value)
+        if name not in environ:
+            raise ConfigError(path, "refers to the environment variable %s (via %s), which is not set" % (name, value))
+        return environ[name]
+    return value
+
+
+def split_image(image):
+    """(repository, tag) of an image reference; the tag is None when absent."""
+    match = _IMAGE.match(image)
+    if not match:
+        return None, None
+    return match.group("repo"), match.group("tag")
+
+
+def generation_of_image(image, path="prefect.image"):
+    """Prefect 1 for 0.x and 1.x tags, Prefect 2/3 for 2.x, 3.x and latest-style tags."""
+    _repo, tag = split_image(image)
+    tag = tag or "latest"
+    head = re.split(r"[.\-]", tag, 1)[0]
+    if head in ("0", "1"):
+        return PREFECT1
+    if head in ("2", "3", "latest", "main", "nightly") or head.startswith("3") and head.isdigit():
+        return PREFECT3
+    raise ConfigError(path, "cannot tell the Prefect version from the tag %r: set the generation explicitly "
+                      "(prefect1 for a Prefect 1 agent, prefect3 for a Prefect 2/3 worker)" % tag)
+
+
+class JobSettings:
+    """What the overrides say about the flow-run Jobs and the agent's plain settings."""
+
+    FIELDS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit",
+              "image_pull_policy", "image_pull_secrets", "labels")
+
+    def __init__(self, **values):
+        for field in self.FIELDS:
+            setattr(self, field, values.get(field))
+        self.env = values.get("env") or {}
+        self.secret_env_names = values.get("secret_env_names") or []
+
+    def resources(self):
+        """The Kubernetes ``resources`` mapping for a flow-run container (empty when unset)."""
+        out = {}
+        for kind, cpu, memory in (("requests", self.cpu_request, self.memory_request),
+                                  ("limits", self.cpu_limit, self.memory_limit)):
+            part = {}
+            if cpu:
+                part["cpu"] = cpu
+            if memory:
+                part["memory"] = memory
+            if part:
+                out[kind] = part
+        return out
+
+    def as_dict(self):
+        out = dict((field, getattr(self, field)) for field in self.FIELDS)
+        out["env"] = dict(self.env)
+        out["secret_env_names"] = list(self.secret_env_names)
+        return out
+
+
+def _string_list(value, path, what):
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                try:
+                    value = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    raise ConfigError(path, "%s is not a list of %s" % (_short(value), what))
+        else:
+            value = [item.strip() for item in text.split(",") if item.strip()]
+    if not isinstance(value, list):
+        raise ConfigError(path, "%s is not a list of %s" % (_type_name(value), what))
+    out = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError("%s[%d]" % (path, index), "%s is not a non-empty string" % _short(item))
+        out.append(item.strip())
+    return out
+
+
+def _pull_secrets(value, path):
+    names = _string_list(value, path, "Secret names")
+    for index, name in enumerate(names):
+        if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+            raise ConfigError("%s[%d]" % (path, index), "%s is not a valid Secret name" % _short(name))
+    return names
+
+
+def _labels(value, path):
+    labels = _string_list(value, path, "labels")
+    for index, label in enumerate(labels):
+        if len(label) > 255:
+            raise ConfigError("%s[%d]" % (path, index), "a label is at most 255 characters")
+    return labels
+
+
+def _pull_policy(value, path):
+    if value not in PULL_POLICIES:
+        raise ConfigError(path, "%s is not an image pull policy (one of %s)" % (_short(value), ", ".join(PULL_POLICIES)))
+    return value
+
+
+_FIELD_PARSERS = {
+    "cpu_request": parse_quantity, "cpu_limit": parse_quantity,
+    "memory_request": parse_quantity, "memory_limit": parse_quantity,
+    "image_pull_policy": _pull_policy, "image_pull_secrets": _pull_secrets, "labels": _labels,
+}
+
+
+def _env_value(value, path, environ):
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ConfigError(path, "%s is not a string value" % _type_name(value))
+    value = resolve_secret_ref(value, path, environ)
+    if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
+        raise ConfigError(path, "the value is longer than %d bytes" % MAX_VALUE_BYTES)
+    return value
+
+
+def _env_map(value, path, environ):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(path, "%s is not a mapping of variable names to values" % _type_name(value))
+    out = {}
+    for name, item in value.items():
+        key_path = "%s.%s" % (path, name)
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise ConfigError(key_path, "%s is not a valid environment variable name "
+                              "(letters, digits and _, not starting with a digit)" % _short(name))
+        if name in MANAGED_ENV:
+            raise ConfigError(key_path, "%s is set by the collection itself; use the matching override instead" % name)
+        out[name] = _env_value(item, key_path, environ)
+    return out
+
+
+def _walk_nested(value, prefix, path, found):
+    """Collect nested override leaves into ``found`` as {field: (path, value)}; reject unknown keys."""
+    if not isinstance(value, dict):
+        raise ConfigError(path, "%s is not a mapping" % _type_name(value))
+    children = set(key[len(prefix)] for key in NESTED_OVERRIDES if key[:len(prefix)] == prefix and len(key) > len(prefix))
+    for key, item in value.items():
+        key_path = "%s.%s" % (path, key)
+        if key not in children:
+            raise ConfigError(key_path, "unknown key; accepted here: %s" % ", ".join(sorted(children)))
+        here = prefix + (key,)
+        if here in NESTED_OVERRIDES:
+            _record(found, NESTED_OVERRIDES[here], key_path, item)
+        elif item is not None:
+            _walk_nested(item, here, key_path, found)
+
+
+def _record(found, field, path, raw):
+    value = _FIELD_PARSERS[field](raw, path)
+    if field in found and found[field][1] != value:
+        raise ConfigError(path, "%s conflicts with %s = %s; set one of them" % (
+            _short(value), found[field][0], _short(found[field][1])))
+    found[field] = (path, value)
+
+
+def parse_overrides(overrides, environ, path="prefect.overrides"):
+    """(JobSettings, secret_env) from QHub's ``overrides`` mapping; secret values resolved, never logged."""
+    if overrides is None:
+        overrides = {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(path, "%s is not a mapping" % _type_name(overrides))
+    found = {}
+    for key, value in overrides.items():
+        key_path = "%s.%s" % (path, key)
+        if key in FLAT_OVERRIDES:
+            _record(found, FLAT_OVERRIDES[key], key_path, value)
+        elif key == "prefect_agent":
+            _walk_nested(value, ("prefect_agent",), key_path, found)
+        elif key == "prefectLabels":
+            _record(found, "labels", key_path, value)
+        elif key not in ENV_OVERRIDES:
+            raise ConfigError(key_path, "unknown override; accepted keys: %s" % ", ".join(ACCEPTED_OVERRIDES))
+    env = _env_map(overrides.get("envVars"), path + ".envVars", environ)
+    secret_env = _env_map(overrides.get("secretEnvVars"), path + ".secretEnvVars", environ)
+    for name in secret_env:
+        if name in env:
+            raise ConfigError("%s.secretEnvVars.%s" % (path, name), "shadows the plain variable %s.envVars.%s" % (path, name))
+    if sum(len(k) + len(v.encode("utf-8")) for k, v in secret_env.items()) > MAX_SECRET_BYTES:
+        raise ConfigError(path + ".secretEnvVars", "the values add up to more than a Kubernetes Secret holds")
+    values = dict((field, value) for field, (_path, value) in found.items())
+    _check_request_within_limit(values, found)
+    settings = JobSettings(env=env, secret_env_names=sorted(secret_env), **values)
+    return settings, secret_env
+
+
+def _check_request_within_limit(values, found):
+    for request, limit in (("cpu_request", "cpu_limit"), ("memory_request", "memory_limit")):
+        if values.get(request) and values.get(limit):
+            if quantity_value(values[request]) > quantity_value(values[limit]):
+                raise ConfigError(found[request][0], "the request %s is above the limit %s (%s)" % (
+                    values[request], values[limit], found[limit][0]))
+
+
+def validate_namespace(value, path="namespace"):
+    if not isinstance(value, str) or len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ConfigError(path, "%s is not a valid Kubernetes namespace (a DNS label: lower-case letters, "
+                          "digits and '-', at most 63 characters)" % _short(value))
+    return value
+
+
+def validate_image(value, path="prefect.image"):
+    if not isinstance(value, str) or not value or len(value) > 512 or not _IMAGE.match(value):
+        raise ConfigError(path, "%s is not a container image reference" % _short(value))
+    return value
+
+
+def resolve_token(block, environ, path="prefect.token"):
+    """(token, where it came from): the environment first, then Nebari's ``prefect.token``."""
+    for name in TOKEN_ENV_VARS:
+        if environ.get(name):
+            return environ[name], name
+    token = block.get("token")
+    if token is None:
+        return None, None
+    if not isinstance(token, str) or not token.strip():
+        raise ConfigError(path, "%s is not a token" % _type_name(token))
+    return resolve_secret_ref(token, path, environ), path
+
+
+class PrefectConfig:
+    """The validated ``prefect:`` block. ``public()`` holds no secret value."""
+
+    def __init__(self, namespace, enabled, image, generation, job, secret_env, token, token_source):
+        self.namespace = namespace
+        self.enabled = enabled
+        self.image = image
+        self.generation = generation
+        self.job = job
+        self.secret_env = secret_env
+        self.token = token
+        self.token_source = token_source
+
+    def public(self):
+        return {
+            "namespace": self.namespace,
+            "enabled": self.enabled,
+            "image": self.image,
+            "generation": self.generation,
+            "job": self.job.as_dict(),
+            "secret_env_names": sorted(self.secret_env),
+            "token_source": self.token_source,
+        }
+
+
+def parse_qhub_config(doc, environ, generation="auto", require_token=True):
+    """Validate a whole QHub config document; only its ``namespace`` and ``prefect:`` are read."""
+    if not isinstance(doc, dict):
+        raise ConfigError("(top level)", "the QHub config is %s, not a mapping" % _type_name(doc))
+    namespace = validate_namespace(doc.get("namespace", DEFAULT_NAMESPACE))
+    block = doc.get("prefect")
+    if block is None:
+        block = {"enabled": False}
+    if not isinstance(block, dict):
+        raise ConfigError("prefect", "%s is not a mapping (want enabled, image, overrides)" % _type_name(block))
+    for key in block:
+        if key not in PREFECT_BLOCK_KEYS:
+            raise ConfigError("prefect.%s" % key, "unknown key; accepted keys: %s" % ", ".join(PREFECT_BLOCK_KEYS))
+    enabled = block.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError("prefect.enabled", "%s is not true or false" % _short(enabled))
+    image = block.get("image")
+    image = DEFAULT_IMAGE if image is None else validate_image(image)
+    if generation in (None, "auto"):
+        generation = generation_of_image(image)
+    elif generation not in GENERATIONS:
+        raise ConfigError("generation", "%r is not one of auto, %s" % (generation, ", ".join(GENERATIONS)))
+    job, secret_env = parse_overrides(block.get("overrides"), environ)
+    token, token_source = resolve_token(block, environ)
+    if enabled and require_token and not token:
+        raise ConfigError("prefect.token", "no Prefect API token: set QHUB_SECRET_PREFECT_TOKEN "
+                          "(or TF_VAR_prefect_token) in the environment")
+    return PrefectConfig(namespace, enabled, image, generation, job, secret_env, token, token_source)
+
+
+def load_yaml_strict(text, source="qhub-config.yml"):
+    """Parse YAML, refusing duplicate keys (PyYAML keeps the last one silently)."""
+    import yaml  # the modules list PyYAML in requirements; imported late so unit tests of the rest need none
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _value_node in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(source, "line %d: duplicate key %r" % (key_node.start_mark.line + 1, key))
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark else ""
+        raise ConfigError(source, "%snot valid YAML (%s)" % (where, getattr(exc, "problem", None) or exc))

@@ -1,0 +1,298 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, qhub.prefect contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Desired Kubernetes objects for a Prefect 1 agent or a Prefect 2/3 worker. Pure: no I/O."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import json
+
+from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
+    FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, digest,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import PREFECT1
+
+SECRET_DIGEST_ANNOTATION = "qhub.prefect/secret-digest"
+JOB_TEMPLATE_DIGEST_ANNOTATION = "qhub.prefect/job-template-digest"
+JOB_TEMPLATE_DIR = "/etc/prefect-agent"
+JOB_TEMPLATE_FILE = "job_template.yaml"
+PREFECT_CLOUD1_API = "https://api.prefect.io"
+UID = 1001  # the prefect-helm charts' non-root user; Prefect's images run as root by default
+PROBE_PORT = 8080
+
+# prefect-helm's worker Role, which the Prefect 1 agent's needs fit in as well: it creates and
+# cleans up flow-run Jobs and watches their pods and events. Nothing cluster-wide, no Secrets.
+ROLE_RULES = [
+    {"apiGroups": [""], "resources": ["events", "pods", "pods/log", "pods/status"],
+     "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"],
+     "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+]
+
+
+class AgentSpec:
+    """Everything the objects are rendered from; secret values stay in ``secret_env``/``token``."""
+
+    def __init__(self, name, namespace, generation, image, job, secret_env=None, token=None,
+                 api_url=None, work_pool=None, work_queues=None, cluster_uid=None, replicas=1,
+                 job_service_account=None):
+        self.name = name
+        self.namespace = namespace
+        self.generation = generation
+        self.image = image
+        self.job = job
+        self.secret_env = dict(secret_env or {})
+        self.token = token
+        self.api_url = api_url
+        self.work_pool = work_pool
+        self.work_queues = list(work_queues or [])
+        self.cluster_uid = cluster_uid
+        self.replicas = replicas
+        self.job_service_account = job_service_account
+
+    @property
+    def is_agent(self):
+        return self.generation == PREFECT1
+
+    @property
+    def component(self):
+        return "agent" if self.is_agent else "worker"
+
+    @property
+    def secret_name(self):
+        return self.name
+
+    @property
+    def job_template_name(self):
+        return self.name + "-job-template"
+
+
+def labels(spec):
+    return {
+        "app.kubernetes.io/name": "prefect-" + spec.component,
+        INSTANCE_LABEL: spec.name,
+        "app.kubernetes.io/component": spec.component,
+        "app.kubernetes.io/part-of": "prefect",
+        MANAGED_BY_LABEL: FIELD_MANAGER,
+    }
+
+
+def selector(spec):
+    # Stable across generations, since a Deployment's selector cannot change.
+    return {INSTANCE_LABEL: spec.name, MANAGED_BY_LABEL: FIELD_MANAGER}
+
+
+def _meta(spec, name, kind, api_version):
+    return {"apiVersion": api_version, "kind": kind,
+            "metadata": {"name": name, "namespace": spec.namespace, "labels": labels(spec)}}
+
+
+def token_keys(spec):
+    """Secret keys holding the API token: both names the Prefect 1 agents read, or Prefect 3's."""
+    if spec.is_agent:
+        return ("PREFECT__CLOUD__AGENT__AUTH_TOKEN", "PREFECT__CLOUD__API_KEY")
+    return ("PREFECT_API_KEY",)
+
+
+def secret_data(spec):
+    data = dict(spec.secret_env)
+    if spec.token:
+        for key in token_keys(spec):
+            data[key] = spec.token
+    return data
+
+
+def render_secret(spec):
+    secret = _meta(spec, spec.secret_name, "Secret", "v1")
+    secret["type"] = "Opaque"
+    secret["data"] = dict((key, base64.b64encode(value.encode("utf-8")).decode("ascii"))
+                          for key, value in sorted(secret_data(spec).items()))
+    return secret
+
+
+def render_service_account(spec):
+    return _meta(spec, spec.name, "ServiceAccount", "v1")
+
+
+def render_role(spec):
+    role = _meta(spec, spec.name, "Role", "rbac.authorization.k8s.io/v1")
+    role["rules"] = ROLE_RULES
+    return role
+
+
+def render_role_binding(spec):
+    binding = _meta(spec, spec.name, "RoleBinding", "rbac.authorization.k8s.io/v1")
+    binding["roleRef"] = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": spec.name}
+    binding["subjects"] = [{"kind": "ServiceAccount", "name": spec.name, "namespace": spec.namespace}]
+    return binding
+
+
+def _secret_ref(spec, name, key=None):
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": spec.secret_name, "key": key or name}}}
+
+
+def _plain(name, value):
+    return {"name": name, "value": value}
+
+
+def flow_run_env(spec):
+    """Env of the flow-run container: plain values as is, secrets only as references."""
+    env = [_plain(name, value) for name, value in sorted(spec.job.env.items())]
+    env += [_secret_ref(spec, name) for name in sorted(spec.secret_env)]
+    return env
+
+
+def prefect1_job_template(spec):
+    """The Job template the Prefect 1 agent merges into every flow-run Job.
+
+    Prefect 1.x agents ignore the JOB_* env vars (0.x read them), and QHub's chart never
+    read ``prefect_agent.job`` at all: the template carries the overrides on every version.
+    """
+    container = {"name": "flow"}
+    resources = spec.job.resources()
+    if resources:
+        container["resources"] = resources
+    if spec.job.image_pull_policy:
+        container["imagePullPolicy"] = spec.job.image_pull_policy
+    env = flow_run_env(spec)
+    if env:
+        container["env"] = env
+    pod_spec = {"containers": [container]}
+    if spec.job.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in spec.job.image_pull_secrets]
+    if spec.job_service_account:
+        pod_spec["serviceAccountName"] = spec.job_service_account
+    return {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": pod_spec}}}
+
+
+def render_job_template(spec):
+    config_map = _meta(spec, spec.job_template_name, "ConfigMap", "v1")
+    # JSON is YAML, and a stable serialisation keeps the digest stable.
+    config_map["data"] = {JOB_TEMPLATE_FILE: json.dumps(prefect1_job_template(spec), indent=2, sort_keys=True)}
+    return config_map
+
+
+def agent_env(spec):
+    job = spec.job
+    env = [
+        _plain("PREFECT__CLOUD__API", spec.api_url or PREFECT_CLOUD1_API),
+        _plain("PREFECT__BACKEND", "cloud" if (spec.api_url or PREFECT_CLOUD1_API).startswith(PREFECT_CLOUD1_API) else "server"),
+        _plain("NAMESPACE", spec.namespace),
+        _plain("PREFECT__CLOUD__AGENT__AGENT_ADDRESS", "http://0.0.0.0:%d" % PROBE_PORT),
+    ]
+    if job.labels:
+        env.append(_plain("PREFECT__CLOUD__AGENT__LABELS", json.dumps(job.labels)))
+    if job.image_pull_secrets:
+        env.append(_plain("IMAGE_PULL_SECRETS", ",".join(job.image_pull_secrets)))
+    # 0.x agents read these; 1.x takes the same values from the job template.
+    for name, value in (("JOB_MEM_REQUEST", job.memory_request), ("JOB_MEM_LIMIT", job.memory_limit),
+                        ("JOB_CPU_REQUEST", job.cpu_request), ("JOB_CPU_LIMIT", job.cpu_limit),
+                        ("IMAGE_PULL_POLICY", job.image_pull_policy)):
+        if value:
+            env.append(_plain(name, value))
+    if spec.job_service_account:
+        env.append(_plain("SERVICE_ACCOUNT_NAME", spec.job_service_account))
+    if spec.token:
+        env += [_secret_ref(spec, key) for key in token_keys(spec)]
+    return env
+
+
+def worker_env(spec):
+    env = [
+        _plain("HOME", "/home/prefect"),
+        _plain("PREFECT_API_URL", spec.api_url or ""),
+        _plain("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES", spec.namespace),
+        _plain("PREFECT_WORKER_WEBSERVER_HOST", "0.0.0.0"),
+        _plain("PREFECT_WORKER_WEBSERVER_PORT", str(PROBE_PORT)),
+    ]
+    if spec.cluster_uid:
+        env.append(_plain("PREFECT_KUBERNETES_CLUSTER_UID", spec.cluster_uid))
+    if spec.token:
+        env += [_secret_ref(spec, key) for key in token_keys(spec)]
+    return env
+
+
+def agent_args(spec):
+    return ["prefect", "agent", "kubernetes", "start",
+            "--job-template", "%s/%s" % (JOB_TEMPLATE_DIR, JOB_TEMPLATE_FILE)]
+
+
+def worker_args(spec):
+    args = ["prefect", "worker", "start", "--type", "kubernetes", "--pool", spec.work_pool or spec.name,
+            "--name", spec.name, "--install-policy", "never", "--with-healthcheck"]
+    for queue in spec.work_queues:
+        args += ["--work-queue", queue]
+    return args
+
+
+def render_deployment(spec):
+    deployment = _meta(spec, spec.name, "Deployment", "apps/v1")
+    env = agent_env(spec) if spec.is_agent else worker_env(spec)
+    env += [_plain(name, value) for name, value in sorted(spec.job.env.items())]
+    env += [_secret_ref(spec, name) for name in sorted(spec.secret_env)]
+    container = {
+        "name": "prefect-" + spec.component,
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": env,
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "home", "mountPath": "/home/prefect"}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    volumes = [{"name": "home", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    annotations = {SECRET_DIGEST_ANNOTATION: digest(secret_data(spec))}
+    if spec.is_agent:
+        container["args"] = agent_args(spec)
+        container["livenessProbe"] = {"httpGet": {"path": "/api/health", "port": PROBE_PORT},
+                                      "initialDelaySeconds": 40, "periodSeconds": 40, "failureThreshold": 2}
+        container["volumeMounts"].append({"name": "job-template", "mountPath": JOB_TEMPLATE_DIR, "readOnly": True})
+        volumes.append({"name": "job-template", "configMap": {"name": spec.job_template_name}})
+        annotations[JOB_TEMPLATE_DIGEST_ANNOTATION] = digest(prefect1_job_template(spec))
+    else:
+        container["command"] = ["/usr/bin/tini", "-g", "--", "/opt/prefect/entrypoint.sh"]
+        container["args"] = worker_args(spec)
+        container["livenessProbe"] = {"httpGet": {"path": "/health", "port": PROBE_PORT},
+                                      "initialDelaySeconds": 30, "periodSeconds": 30, "failureThreshold": 3}
+    deployment["spec"] = {
+        "replicas": spec.replicas,
+        # One agent at a time: two would both poll for the same flow runs during a rollout.
+        "strategy": {"type": "Recreate"},
+        "selector": {"matchLabels": selector(spec)},
+        "template": {
+            "metadata": {"labels": labels(spec), "annotations": annotations},
+            "spec": {
+                "serviceAccountName": spec.name,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [container],
+                "volumes": volumes,
+            },
+        },
+    }
+    return deployment
+
+
+def render_objects(spec):
+    """All objects in apply order (the Deployment last, so its Secret and RBAC exist first)."""
+    objects = [render_service_account(spec), render_role(spec), render_role_binding(spec), render_secret(spec)]
+    if spec.is_agent:
+        objects.append(render_job_template(spec))
+    objects.append(render_deployment(spec))
+    return objects
+
+
+def owned_object_stubs(name, namespace):
+    """Every object a deployment named ``name`` may own, of either generation, for deletion."""
+    stub = AgentSpec(name, namespace, PREFECT1, "", None)
+    kinds = [("v1", "ServiceAccount", name), ("rbac.authorization.k8s.io/v1", "Role", name),
+             ("rbac.authorization.k8s.io/v1", "RoleBinding", name), ("v1", "Secret", name),
+             ("v1", "ConfigMap", stub.job_template_name), ("apps/v1", "Deployment", name)]
+    # The Deployment first, so no pod runs on while its Secret and RBAC are gone.
+    return [{"apiVersion": api, "kind": kind, "metadata": {"name": object_name, "namespace": namespace}}
+            for api, kind, object_name in reversed(kinds)]

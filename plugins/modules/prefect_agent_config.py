@@ -1,0 +1,236 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, qhub.prefect contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: prefect_agent_config
+short_description: Run a Prefect 1 agent or a Prefect 2/3 worker on Kubernetes from QHub overrides
+version_added: 0.1.0
+author: qhub.prefect contributors
+description:
+  - Renders the ServiceAccount, Role, RoleBinding, Secret and Deployment of a Prefect agent (Prefect 1,
+    C(prefect agent kubernetes start)) or worker (Prefect 2 and 3, C(prefect worker start --type kubernetes)),
+    plus for Prefect 1 a ConfigMap holding the flow-run Job template, and applies them with server-side apply
+    under the field manager C(qhub.prefect).
+  - Nothing is written when the live objects already match; check mode is a server-side dry run, so an invalid
+    object fails in check mode as well.
+  - The API token and O(secret_env) live only in the Secret. The Deployment and the flow-run Jobs refer to them
+    with C(secretKeyRef); a hash of the Secret's data in the pod template rolls the Deployment when they change.
+  - With O(state=absent), deletes exactly the objects that carry this collection's labels for O(name).
+  - "How each QHub override reaches the flow runs. Prefect 1 agent: C(IMAGE_PULL_SECRETS),
+    C(PREFECT__CLOUD__AGENT__LABELS), C(JOB_MEM_REQUEST), C(JOB_MEM_LIMIT), C(JOB_CPU_REQUEST), C(JOB_CPU_LIMIT)
+    and C(IMAGE_PULL_POLICY) become the agent env of the same name (read by 0.x agents) and, except the labels,
+    fields of the Job template in the ConfigMap passed with C(--job-template) (read by 0.15 to 1.4 agents, which
+    ignore C(JOB_*)). C(envVars) become agent env and flow-run env; C(secretEnvVars) become Secret keys referred to
+    from both."
+  - "Prefect 2/3 worker: resources, pull policy and pull secrets are written into the work pool's base job template
+    by M(qhub.prefect.prefect_work_pool); C(PREFECT__CLOUD__AGENT__LABELS) become C(--work-queue) arguments;
+    C(envVars) become worker env; C(secretEnvVars) become Secret keys referred to from the worker and the pool's
+    Job manifest."
+  - "The nested form C(prefect_agent.job.resources.{limit,limits,request,requests}.{cpu,memory}),
+    C(prefect_agent.job.imagePullPolicy), C(prefect_agent.job.imagePullSecrets) and C(prefectLabels) map to the
+    same fields as the flat keys; setting one field two ways with different values fails."
+extends_documentation_fragment:
+  - qhub.prefect.kube_auth
+options:
+  name:
+    description:
+      - Name of every object; several agents or workers can share a namespace under different names.
+      - Defaults to C(prefect-agent) for Prefect 1 and C(prefect-worker) for Prefect 2/3.
+    type: str
+  namespace:
+    description: Namespace of the objects (QHub's top-level C(namespace), C(dev) by default in QHub).
+    type: str
+    required: true
+  state:
+    description: C(present) applies the objects; C(absent) deletes those this collection owns for O(name).
+    type: str
+    choices: [present, absent]
+    default: present
+  image:
+    description:
+      - Image of the agent or worker. Defaults to a current Prefect 3 image with prefect-kubernetes,
+        C(prefecthq/prefect:3-python3.11-kubernetes). QHub's old default was C(prefecthq/prefect:0.14.22-python3.8).
+    type: str
+  generation:
+    description:
+      - C(prefect1) runs a Prefect 1 agent, C(prefect3) a Prefect 2/3 worker.
+      - C(auto) decides from the image tag, 0.x and 1.x for Prefect 1, 2.x, 3.x and C(latest)-style tags for 2/3.
+    type: str
+    choices: [auto, prefect1, prefect3]
+    default: auto
+  overrides:
+    description:
+      - QHub's C(prefect.overrides) mapping without C(secretEnvVars) (see the description for each key).
+      - Unknown keys fail, with the list of accepted ones.
+    type: dict
+  secret_env:
+    description:
+      - QHub's C(prefect.overrides.secretEnvVars), variable name to value. A value C(QHUB_SECRET_NAME) is
+        replaced by the environment variable C(NAME).
+    type: dict
+  api_url:
+    description:
+      - The Prefect API the agent or worker talks to. Required for Prefect 2/3; for Prefect 1 defaults to
+        Prefect Cloud 1 (C(https://api.prefect.io)), frozen since October 2023.
+      - Defaults to the environment variable E(PREFECT_API_URL).
+    type: str
+  api_key:
+    description:
+      - The Prefect API token, stored in the Secret. Defaults to E(QHUB_SECRET_PREFECT_TOKEN),
+        then E(TF_VAR_prefect_token), then E(PREFECT_API_KEY).
+    type: str
+  work_pool:
+    description: Work pool a Prefect 2/3 worker polls. Defaults to O(name).
+    type: str
+  job_service_account:
+    description: ServiceAccount of the flow-run Jobs. By default they run as the namespace's default account, not
+      with the agent's permissions.
+    type: str
+  replicas:
+    description: Number of agent or worker pods.
+    type: int
+    default: 1
+  create_namespace:
+    description: Create O(namespace) when it does not exist. It is never deleted by O(state=absent).
+    type: bool
+    default: true
+  wait:
+    description: Wait until the Deployment is rolled out (its generation observed and its pods updated).
+    type: bool
+    default: false
+  wait_timeout:
+    description: Seconds to wait with O(wait). On timeout the error quotes the Deployment's conditions.
+    type: int
+    default: 120
+  force:
+    description: Take over fields that another field manager owns instead of failing with their names.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    details: A server-side dry run of every write.
+  diff_mode:
+    support: full
+    details: Before and after of every object that changes; Secret values are masked.
+  idempotent:
+    support: full
+    details: A rerun with the same input writes nothing and reports no change.
+notes:
+  - Pods run as user 1001 and meet the C(restricted) Pod Security profile.
+  - A Prefect 2/3 worker gets C(PREFECT_KUBERNETES_CLUSTER_UID) (read from the kube-system namespace at deploy
+    time) and C(PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES), so its namespaced Role suffices.
+seealso:
+  - module: qhub.prefect.prefect_work_pool
+  - module: qhub.prefect.prefect_project
+'''
+
+EXAMPLES = r'''
+- name: Run a Prefect 3 worker for the pool "qhub" in the namespace dev
+  qhub.prefect.prefect_agent_config:
+    namespace: dev
+    image: prefecthq/prefect:3-python3.11-kubernetes
+    work_pool: qhub
+    api_url: http://prefect-server.dev:4200/api
+    overrides:
+      IMAGE_PULL_POLICY: IfNotPresent
+      prefect_agent:
+        job:
+          resources:
+            limit:
+              cpu: 4
+              memory: 8Gi
+      envVars:
+        DASK_GATEWAY__ADDRESS: http://dask-gateway.dev
+    secret_env:
+      DATABASE_PASSWORD: QHUB_SECRET_DATABASE_PASSWORD
+
+- name: Remove it again
+  qhub.prefect.prefect_agent_config:
+    namespace: dev
+    name: prefect-worker
+    state: absent
+'''
+
+RETURN = r'''
+name:
+  description: Name of the objects.
+  returned: always
+  type: str
+  sample: prefect-worker
+namespace:
+  description: Their namespace.
+  returned: always
+  type: str
+  sample: dev
+generation:
+  description: C(prefect1) (agent) or C(prefect3) (worker).
+  returned: always
+  type: str
+  sample: prefect3
+objects:
+  description: What happened to each object, in the order of the requests.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {kind: Deployment, namespace: dev, name: prefect-worker, action: updated}
+  contains:
+    kind:
+      description: The object's kind.
+      type: str
+    namespace:
+      description: Its namespace.
+      type: str
+    name:
+      description: Its name.
+      type: str
+    action:
+      description: One of C(created), C(updated), C(unchanged), C(deleted), C(skipped) (present but not owned).
+      type: str
+api_requests:
+  description: Requests sent to the Kubernetes API server.
+  returned: always
+  type: int
+  sample: 7
+'''
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback
+
+from ansible_collections.qhub.prefect.plugins.module_utils._agent_config import run
+from ansible_collections.qhub.prefect.plugins.module_utils._kube_common import kube_auth_argument_spec
+
+
+def main():
+    argument_spec = dict(
+        name=dict(type="str"),
+        namespace=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        image=dict(type="str"),
+        generation=dict(type="str", default="auto", choices=["auto", "prefect1", "prefect3"]),
+        overrides=dict(type="dict"),
+        secret_env=dict(type="dict", no_log=True),
+        api_url=dict(type="str", fallback=(env_fallback, ["PREFECT_API_URL"])),
+        api_key=dict(type="str", no_log=True,
+                     fallback=(env_fallback, ["QHUB_SECRET_PREFECT_TOKEN", "TF_VAR_prefect_token", "PREFECT_API_KEY"])),
+        work_pool=dict(type="str"),
+        job_service_account=dict(type="str"),
+        replicas=dict(type="int", default=1),
+        create_namespace=dict(type="bool", default=True),
+        wait=dict(type="bool", default=False),
+        wait_timeout=dict(type="int", default=120),
+        force=dict(type="bool", default=False),
+    )
+    argument_spec.update(kube_auth_argument_spec())
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    run(module)
+
+
+if __name__ == "__main__":
+    main()

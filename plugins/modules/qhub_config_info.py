@@ -1,0 +1,143 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, qhub.prefect contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: qhub_config_info
+short_description: Read and validate the prefect block of a QHub config
+version_added: 0.1.0
+author: qhub.prefect contributors
+description:
+  - Reads a C(qhub-config.yml) (duplicate keys and YAML errors fail with the line), validates its C(namespace)
+    and C(prefect) block and resolves C(QHUB_SECRET_) references against the environment of the module.
+  - Fails with the key path and what is wrong, before anything talks to a server.
+  - Returns no secret value: secret env vars by name only, the token by where it came from.
+options:
+  path:
+    description: Path of the QHub config file. Exactly one of O(path) and O(config) is required.
+    type: path
+  config:
+    description: The QHub config as a mapping (for example an AWX extra var).
+    type: dict
+  generation:
+    description: C(prefect1) or C(prefect3), or C(auto) to decide from the image tag.
+    type: str
+    choices: [auto, prefect1, prefect3]
+    default: auto
+  require_token:
+    description: Fail when C(prefect.enabled) is true and no API token is found.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    details: Reads only.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details: Reads only.
+'''
+
+EXAMPLES = r'''
+- name: Validate the QHub config
+  qhub.prefect.qhub_config_info:
+    path: qhub-config.yml
+  register: qhub
+'''
+
+RETURN = r'''
+path:
+  description: Absolute path of the file read.
+  returned: when O(path) is given
+  type: str
+namespace:
+  description: The namespace QHub deploys to.
+  returned: always
+  type: str
+  sample: dev
+prefect:
+  description: The validated C(prefect) block.
+  returned: always
+  type: dict
+  contains:
+    enabled:
+      description: Whether Prefect is deployed.
+      type: bool
+    image:
+      description: The agent or worker image (the default when the config has none).
+      type: str
+    generation:
+      description: C(prefect1) or C(prefect3).
+      type: str
+    overrides:
+      description: The overrides as given, without C(secretEnvVars).
+      type: dict
+    job:
+      description: The normalised job settings (quantities, pull policy, pull secrets, labels, plain env).
+      type: dict
+    secret_env_names:
+      description: Names of the secret env vars.
+      type: list
+      elements: str
+    token_source:
+      description: Where the API token was found (an environment variable or C(prefect.token)), or null.
+      type: str
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
+    ConfigError, load_yaml_strict, parse_qhub_config,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path"),
+            config=dict(type="dict"),
+            generation=dict(type="str", default="auto", choices=["auto", "prefect1", "prefect3"]),
+            require_token=dict(type="bool", default=True),
+        ),
+        required_one_of=[("path", "config")],
+        mutually_exclusive=[("path", "config")],
+        supports_check_mode=True,
+    )
+    result = {"changed": False}
+    doc = module.params["config"]
+    try:
+        if module.params["path"]:
+            path = os.path.abspath(module.params["path"])
+            result["path"] = path
+            try:
+                with open(path, "rb") as handle:
+                    text = handle.read().decode("utf-8")
+            except (IOError, OSError, UnicodeDecodeError) as exc:
+                module.fail_json(msg="cannot read the QHub config %s: %s" % (path, exc), **result)
+            doc = load_yaml_strict(text, path)
+        config = parse_qhub_config(doc, os.environ, module.params["generation"], module.params["require_token"])
+    except ConfigError as exc:
+        module.fail_json(msg="invalid QHub config: %s" % exc, key=exc.path, **result)
+    # The module never returns these, but a value echoed by accident must still be masked.
+    module.no_log_values.update(value for value in config.secret_env.values() if value)
+    if config.token:
+        module.no_log_values.add(config.token)
+    public = config.public()
+    overrides = dict((doc.get("prefect") or {}).get("overrides") or {})
+    overrides.pop("secretEnvVars", None)
+    public["overrides"] = overrides
+    result["namespace"] = public.pop("namespace")
+    result["prefect"] = public
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The prefect block's validation: every accepted form, and errors that name the key at fault."""
+
+import pytest
+
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
+    DEFAULT_IMAGE, PREFECT1, PREFECT3, ConfigError, generation_of_image, load_yaml_strict,
+    parse_overrides, parse_qhub_config, quantity_value,
+)
+
+TOKEN_ENV = {"QHUB_SECRET_PREFECT_TOKEN": "token-from-env"}
+
+
+def config(**prefect):
+    return {"namespace": "dev", "prefect": dict({"enabled": True}, **prefect)}
+
+
+def error_of(call, *args, **kwargs):
+    with pytest.raises(ConfigError) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+def test_flat_and_nested_resources_land_in_the_same_fields():
+    flat, _ = parse_overrides({"JOB_CPU_LIMIT": "4", "JOB_MEM_LIMIT": "8Gi", "JOB_CPU_REQUEST": "1",
+                               "JOB_MEM_REQUEST": "2Gi"}, {})
+    nested, _ = parse_overrides({"prefect_agent": {"job": {"resources": {
+        "limit": {"cpu": 4, "memory": "8Gi"}, "requests": {"cpu": 1, "memory": "2Gi"}}}}}, {})
+    assert flat.resources() == nested.resources() == {
+        "requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+
+
+def test_the_same_field_set_two_ways_with_different_values_fails_naming_both():
+    error = error_of(parse_overrides, {"JOB_CPU_LIMIT": "2", "prefect_agent": {"job": {"resources": {
+        "limit": {"cpu": "4"}}}}}, {})
+    assert "prefect.overrides.JOB_CPU_LIMIT" in str(error)
+    assert "prefect.overrides.prefect_agent.job.resources.limit.cpu" in str(error)
+
+
+def test_a_bad_quantity_names_its_key_path():
+    error = error_of(parse_overrides, {"prefect_agent": {"job": {"resources": {"limit": {"cpu": "four"}}}}}, {})
+    assert str(error) == ("prefect.overrides.prefect_agent.job.resources.limit.cpu: 'four' is not a "
+                          "Kubernetes quantity (want for example 500m, 2 or 4Gi)")
+
+
+@pytest.mark.parametrize("value", ["0.5", "500m", "1.5Gi", "2", "1e3", 3, 0.25])
+def test_valid_quantities_are_accepted(value):
+    job, _ = parse_overrides({"JOB_CPU_LIMIT": value}, {})
+    assert quantity_value(job.cpu_limit) > 0
+
+
+def test_a_request_above_its_limit_fails():
+    error = error_of(parse_overrides, {"JOB_MEM_REQUEST": "2Gi", "JOB_MEM_LIMIT": "1Gi"}, {})
+    assert error.path == "prefect.overrides.JOB_MEM_REQUEST"
+
+
+def test_unknown_override_lists_the_accepted_keys():
+    error = error_of(parse_overrides, {"JOB_GPU_LIMIT": 1}, {})
+    assert error.path == "prefect.overrides.JOB_GPU_LIMIT"
+    assert "IMAGE_PULL_POLICY" in error.message and "secretEnvVars" in error.message
+
+
+def test_unknown_nested_key_lists_what_is_accepted_there():
+    error = error_of(parse_overrides, {"prefect_agent": {"job": {"resources": {"limitz": {}}}}}, {})
+    assert error.path == "prefect.overrides.prefect_agent.job.resources.limitz"
+    assert "limits" in error.message
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("['dev', 'gpu']", ["dev", "gpu"]), ('["dev"]', ["dev"]), ("dev, gpu", ["dev", "gpu"]), (["dev"], ["dev"])])
+def test_labels_in_every_form_qhub_documented(value, expected):
+    job, _ = parse_overrides({"PREFECT__CLOUD__AGENT__LABELS": value}, {})
+    assert job.labels == expected
+
+
+def test_pull_secrets_comma_string_or_list():
+    job, _ = parse_overrides({"IMAGE_PULL_SECRETS": "a, b"}, {})
+    assert job.image_pull_secrets == ["a", "b"]
+    assert error_of(parse_overrides, {"IMAGE_PULL_SECRETS": ["Not_A_Name"]}, {}).path == \
+        "prefect.overrides.IMAGE_PULL_SECRETS[0]"
+
+
+def test_pull_policy_must_be_one_kubernetes_knows():
+    assert error_of(parse_overrides, {"IMAGE_PULL_POLICY": "Sometimes"}, {}).path == \
+        "prefect.overrides.IMAGE_PULL_POLICY"
+
+
+def test_secret_reference_strips_the_prefix_exactly():
+    # QHub lstrip()ped a character set, so QHUB_SECRET_SECRET_KEY became KEY.
+    _, secrets = parse_overrides({"secretEnvVars": {"S3": "QHUB_SECRET_SECRET_KEY"}},
+                                 {"SECRET_KEY": "right", "KEY": "wrong"})
+    assert secrets == {"S3": "right"}
+
+
+def test_a_missing_secret_reference_names_key_and_variable():
+    error = error_of(parse_overrides, {"secretEnvVars": {"S3": "QHUB_SECRET_NOPE"}}, {})
+    assert error.path == "prefect.overrides.secretEnvVars.S3" and "NOPE" in error.message
+
+
+def test_secret_may_not_shadow_a_plain_variable():
+    error = error_of(parse_overrides, {"envVars": {"A": "1"}, "secretEnvVars": {"A": "2"}}, {})
+    assert error.path == "prefect.overrides.secretEnvVars.A"
+
+
+@pytest.mark.parametrize("name", ["1ABC", "A-B", "A B", "Ä", ""])
+def test_env_names_must_be_valid(name):
+    assert error_of(parse_overrides, {"envVars": {name: "x"}}, {}).path == "prefect.overrides.envVars.%s" % name
+
+
+def test_env_a_collection_sets_itself_is_refused():
+    assert "PREFECT_API_URL" in str(error_of(parse_overrides, {"envVars": {"PREFECT_API_URL": "x"}}, {}))
+
+
+def test_env_values_scalars_become_strings_and_structures_fail():
+    job, _ = parse_overrides({"envVars": {"N": 3, "B": True, "S": "ä"}}, {})
+    assert job.env == {"N": "3", "B": "true", "S": "ä"}
+    assert error_of(parse_overrides, {"envVars": {"L": [1]}}, {}).path == "prefect.overrides.envVars.L"
+
+
+@pytest.mark.parametrize("image,generation", [
+    ("prefecthq/prefect:0.14.22-python3.8", PREFECT1), ("prefecthq/prefect:1.4.1", PREFECT1),
+    ("prefecthq/prefect:2.20.0-python3.11", PREFECT3), ("prefecthq/prefect:3-python3.11-kubernetes", PREFECT3),
+    ("prefecthq/prefect:latest", PREFECT3), ("prefecthq/prefect", PREFECT3),
+    ("registry.example:5000/team/prefect:3.1.0@sha256:" + "a" * 64, PREFECT3)])
+def test_generation_follows_the_image_tag(image, generation):
+    assert generation_of_image(image) == generation
+
+
+def test_an_unreadable_tag_asks_for_the_generation():
+    assert "generation" in error_of(generation_of_image, "prefecthq/prefect:custom").message
+
+
+def test_defaults_namespace_dev_and_current_prefect_3_image():
+    parsed = parse_qhub_config({"prefect": {"enabled": True}}, TOKEN_ENV)
+    assert (parsed.namespace, parsed.image, parsed.generation) == ("dev", DEFAULT_IMAGE, PREFECT3)
+
+
+def test_token_from_environment_preferred_over_config():
+    parsed = parse_qhub_config(config(token="from-config"), {"TF_VAR_prefect_token": "tf"})
+    assert (parsed.token, parsed.token_source) == ("tf", "TF_VAR_prefect_token")
+    parsed = parse_qhub_config(config(token="from-config"), {})
+    assert (parsed.token, parsed.token_source) == ("from-config", "prefect.token")
+
+
+def test_enabled_without_token_fails_and_disabled_needs_none():
+    assert error_of(parse_qhub_config, config(), {}).path == "prefect.token"
+    assert parse_qhub_config({"prefect": {"enabled": False}}, {}).enabled is False
+
+
+def test_public_view_holds_no_secret_value():
+    parsed = parse_qhub_config(config(overrides={"secretEnvVars": {"S": "QHUB_SECRET_X"}}),
+                               dict(TOKEN_ENV, X="canary-value"))
+    assert "canary-value" not in repr(parsed.public()) and "token-from-env" not in repr(parsed.public())
+    assert parsed.public()["secret_env_names"] == ["S"]
+
+
+@pytest.mark.parametrize("doc,path", [
+    ({"namespace": "Dev_1", "prefect": {}}, "namespace"),
+    ({"prefect": ["enabled"]}, "prefect"),
+    ({"prefect": {"enabled": "yes please"}}, "prefect.enabled"),
+    ({"prefect": {"enabled": True, "imagee": "x"}}, "prefect.imagee"),
+    ({"prefect": {"enabled": True, "image": "not an image"}}, "prefect.image"),
+    ({"prefect": {"enabled": True, "overrides": []}}, "prefect.overrides"),
+    ([1, 2], "(top level)"),
+])
+def test_structural_errors_name_their_key(doc, path):
+    assert error_of(parse_qhub_config, doc, TOKEN_ENV).path == path
+
+
+def test_duplicate_keys_and_syntax_errors_give_the_line():
+    assert "line 3: duplicate key 'enabled'" in str(error_of(
+        load_yaml_strict, "prefect:\n  enabled: true\n  enabled: false\n", "q.yml"))
+    assert "line 3, column 1: not valid YAML" in str(error_of(load_yaml_strict, "prefect:\n  enabled: [true\n", "q.yml"))
