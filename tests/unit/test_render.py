@@ -1,0 +1,120 @@
+"""The rendered objects: what each generation runs, where secrets go, least privilege."""
+
+import base64
+import json
+
+import pytest
+
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import PREFECT1, PREFECT3, parse_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._render import (
+    AgentSpec, render_objects,
+)
+
+OVERRIDES = {
+    "IMAGE_PULL_POLICY": "IfNotPresent", "IMAGE_PULL_SECRETS": "regcred",
+    "PREFECT__CLOUD__AGENT__LABELS": "['dev', 'gpu']",
+    "prefect_agent": {"job": {"resources": {"limit": {"cpu": 2, "memory": "4Gi"}, "request": {"cpu": "500m"}}}},
+    "envVars": {"ENVIRONMENT": "dev"},
+}
+SECRETS = {"DATABASE_PASSWORD": "canary-db", "S3_KEY": "canary-s3"}
+
+
+def spec(generation, **extra):
+    job, _ = parse_overrides(OVERRIDES, {})
+    job.secret_env_names = sorted(SECRETS)
+    values = dict(name="prefect-x", namespace="dev", generation=generation, job=job,
+                  image="prefecthq/prefect:0.15.13" if generation == PREFECT1 else "prefecthq/prefect:3-python3.11-kubernetes",
+                  secret_env=SECRETS, token="canary-token", api_url="http://prefect:4200/api",
+                  work_pool="qhub", work_queues=job.labels, cluster_uid="uid-123")
+    values.update(extra)
+    return AgentSpec(**values)
+
+
+def by_kind(objects):
+    return dict((item["kind"], item) for item in objects)
+
+
+def container_of(objects):
+    return by_kind(objects)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(container):
+    return dict((item["name"], item) for item in container["env"])
+
+
+@pytest.mark.parametrize("generation", [PREFECT1, PREFECT3])
+def test_secret_values_appear_only_in_the_secret(generation):
+    objects = render_objects(spec(generation))
+    for item in objects:
+        text = json.dumps(item)
+        for canary in list(SECRETS.values()) + ["canary-token"]:
+            assert canary not in text  # the Secret holds them base64-encoded
+    secret = by_kind(objects)["Secret"]
+    decoded = dict((k, base64.b64decode(v).decode()) for k, v in secret["data"].items())
+    assert decoded["DATABASE_PASSWORD"] == "canary-db" and decoded["S3_KEY"] == "canary-s3"
+
+
+def test_prefect1_agent_command_env_and_job_template():
+    objects = render_objects(spec(PREFECT1))
+    container = container_of(objects)
+    assert container["args"][:4] == ["prefect", "agent", "kubernetes", "start"]
+    env = env_of(container)
+    assert env["JOB_CPU_LIMIT"]["value"] == "2" and env["JOB_MEM_LIMIT"]["value"] == "4Gi"
+    assert env["PREFECT__CLOUD__AGENT__LABELS"]["value"] == '["dev", "gpu"]'
+    assert env["IMAGE_PULL_SECRETS"]["value"] == "regcred"
+    # The token reaches 0.x (AUTH_TOKEN) and 1.x (API_KEY) agents, by reference only.
+    for key in ("PREFECT__CLOUD__AGENT__AUTH_TOKEN", "PREFECT__CLOUD__API_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "prefect-x", "key": key}
+    template = json.loads(by_kind(objects)["ConfigMap"]["data"]["job_template.yaml"])
+    flow = template["spec"]["template"]["spec"]["containers"][0]
+    assert flow["resources"] == {"limits": {"cpu": "2", "memory": "4Gi"}, "requests": {"cpu": "500m"}}
+    assert flow["imagePullPolicy"] == "IfNotPresent"
+    assert {"name": "DATABASE_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "prefect-x", "key": "DATABASE_PASSWORD"}}} in flow["env"]
+    assert template["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_prefect3_worker_command_and_observer_scope():
+    container = container_of(render_objects(spec(PREFECT3)))
+    assert container["args"] == ["prefect", "worker", "start", "--type", "kubernetes", "--pool", "qhub",
+                                 "--name", "prefect-x", "--install-policy", "never", "--with-healthcheck",
+                                 "--work-queue", "dev", "--work-queue", "gpu"]
+    env = env_of(container)
+    assert env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"]["value"] == "dev"
+    assert env["PREFECT_KUBERNETES_CLUSTER_UID"]["value"] == "uid-123"
+    assert env["PREFECT_API_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "PREFECT_API_KEY"
+    assert env["ENVIRONMENT"]["value"] == "dev"
+
+
+@pytest.mark.parametrize("generation", [PREFECT1, PREFECT3])
+def test_role_is_namespaced_and_grants_no_secrets(generation):
+    objects = by_kind(render_objects(spec(generation)))
+    assert "ClusterRole" not in objects
+    resources = [r for rule in objects["Role"]["rules"] for r in rule["resources"]]
+    assert "secrets" not in resources and "jobs" in resources and "pods/log" in resources
+    assert objects["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "prefect-x", "namespace": "dev"}]
+
+
+@pytest.mark.parametrize("generation", [PREFECT1, PREFECT3])
+def test_pod_meets_the_restricted_profile(generation):
+    deployment = by_kind(render_objects(spec(generation)))["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["runAsNonRoot"] is True
+    assert all("hostPath" not in volume for volume in pod["volumes"])
+
+
+def test_rotating_a_secret_changes_the_pod_template():
+    before = by_kind(render_objects(spec(PREFECT3)))["Deployment"]["spec"]["template"]
+    after = by_kind(render_objects(spec(PREFECT3, token="rotated")))["Deployment"]["spec"]["template"]
+    assert before["metadata"]["annotations"] != after["metadata"]["annotations"]
+    assert before["spec"] == after["spec"]
+
+
+def test_names_derive_from_the_name_option_so_several_agents_can_share_a_namespace():
+    names = set(item["metadata"]["name"] for item in render_objects(spec(PREFECT1, name="team-b")))
+    assert names == {"team-b", "team-b-job-template"}
