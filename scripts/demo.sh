@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The main job on the local default: test bed up, deploy.yml on examples/qhub-config.yml, a summary.
+# The test bed keeps running afterwards (source .testbed/env.sh to use it);
+# stop it with: .venv/bin/python tests/testbed/testbed.py down --dir .testbed
+source "$(dirname "$0")/setup.sh"
+testbed_dir=${QHUB_PREFECT_TESTBED_DIR:-$REPO/.testbed}
+
+if ! "$PY" tests/testbed/testbed.py status --dir "$testbed_dir" >/dev/null 2>&1; then
+  say "test bed up in $testbed_dir"
+  "$PY" tests/testbed/testbed.py up --dir "$testbed_dir" >/dev/null
+fi
+# shellcheck disable=SC1091
+source "$testbed_dir/env.sh"
+# Demo credentials; in real use these come from your CI secrets or AWX credentials.
+export QHUB_SECRET_PREFECT_TOKEN=${QHUB_SECRET_PREFECT_TOKEN:-demo-token}
+export DATABASE_PASSWORD=${DATABASE_PASSWORD:-demo-database-password}
+
+say "ansible-playbook playbooks/deploy.yml -e qhub_config_file=examples/qhub-config.yml"
+ansible-playbook playbooks/deploy.yml -e qhub_config_file=examples/qhub-config.yml
+
+say "what is there now"
+"$PY" tests/testbed/summary.py --dir "$testbed_dir" --config examples/qhub-config.yml
+cat <<MSG
+
+The test bed is still running: source $testbed_dir/env.sh to use it,
+and stop it with: .venv/bin/python tests/testbed/testbed.py down --dir $testbed_dir
+MSG

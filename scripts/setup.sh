@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sourced by the other scripts: installs what a fresh Debian machine lacks and sets the environment.
+# After sourcing: REPO, PY (the tools venv python), PATH with the venv first, the collection linked in.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+say() { printf '\n== %s\n' "$*" >&2; }
+
+if ! command -v openssl >/dev/null || ! python3 -m venv --help >/dev/null 2>&1; then
+  say "installing openssl and python3-venv"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl python3-venv >/dev/null
+fi
+say "control plane binaries (built from Debian's kubernetes source once, then cached)"
+KUBE_BIN_DIR=$(bash tests/testbed/install-control-plane.sh)
+export KUBE_BIN_DIR
+say "virtual environments (.venv for Ansible and tests; a separate one for the Prefect server)"
+PY=$(bash tests/testbed/install-venvs.sh | head -n1)
+export PATH="$REPO/.venv/bin:$PATH"
+mkdir -p .collections/ansible_collections/qhub
+[[ -e .collections/ansible_collections/qhub/prefect ]] || ln -s ../../.. .collections/ansible_collections/qhub/prefect
+export ANSIBLE_CONFIG="$REPO/ansible.cfg"
