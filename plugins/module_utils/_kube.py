@@ -17,6 +17,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import time
 
 try:
@@ -95,7 +96,8 @@ class KubeClient:
         if host:
             configuration.host = host
         if token:
-            configuration.api_key = {"authorization": "Bearer " + token}
+            # The key's name changed between client versions; auth_settings() reads whichever it uses.
+            configuration.api_key = {"authorization": "Bearer " + token, "BearerToken": "Bearer " + token}
         if ca_cert:
             configuration.ssl_ca_cert = ca_cert
         if validate_certs is not None:
@@ -119,9 +121,9 @@ class KubeClient:
     def request(self, method, path, query=None, body=None, content_type="application/json"):
         """(status, decoded JSON or None); raises KubeError for transport errors and HTTP >= 400."""
         headers = {"Accept": "application/json", "User-Agent": "qhub.prefect"}
-        auth = self.configuration.get_api_key_with_prefix("authorization")
-        if auth:
-            headers["Authorization"] = auth
+        for setting in self.configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[setting["key"].title()] = setting["value"]
         payload = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -225,6 +227,28 @@ def mask_secret(obj):
     return obj
 
 
+_MANAGER_IN_CAUSE = re.compile(r'conflict with "([^"]+)"')
+
+
+def conflicting_managers(exc):
+    causes = (exc.body.get("details") or {}).get("causes") or []
+    return sorted(set(m for cause in causes for m in _MANAGER_IN_CAUSE.findall(cause.get("message", ""))))
+
+
+def only_drift(managers, existing):
+    """True when every conflicting manager changed fields imperatively (kubectl edit, set image, a PUT).
+
+    That is drift from what this collection declares, and the next run restores it. A manager that
+    owns fields through its own apply is another declarative owner: that needs ``force``.
+    """
+    if not managers or existing is None:
+        return False
+    operations = {}
+    for entry in existing.get("metadata", {}).get("managedFields") or []:
+        operations.setdefault(entry.get("manager"), set()).add(entry.get("operation"))
+    return all(operations.get(manager) == {"Update"} for manager in managers)
+
+
 def conflict_message(exc, manifest):
     causes = (exc.body.get("details") or {}).get("causes") or []
     lines = [cause.get("message", "") for cause in causes if cause.get("message")]
@@ -244,10 +268,17 @@ class Applier:
         self.results = []
 
     def _record(self, manifest, action, before, after):
+        shown_after = mask_secret(clean(after))
+        if manifest["kind"] == "Secret" and before and after:
+            # Masked values all look alike: say which ones change, never what to.
+            old = before.get("data") or {}
+            for key, value in (after.get("data") or {}).items():
+                if old.get(key) != value:
+                    shown_after["data"][key] = MASK + " (changed)"
         self.results.append({
             "kind": manifest["kind"], "name": manifest["metadata"]["name"],
             "namespace": manifest["metadata"].get("namespace"), "action": action,
-            "before": mask_secret(clean(before)), "after": mask_secret(clean(after)),
+            "before": mask_secret(clean(before)), "after": shown_after,
         })
 
     def apply(self, manifest, existing=None, read=True):
@@ -260,14 +291,13 @@ class Applier:
                 and matches(desired, existing):
             self._record(desired, "unchanged", existing, existing)
             return existing
-        query = [("fieldManager", self.field_manager)]
-        if self.force:
-            query.append(("force", "true"))
-        if self.check_mode:
-            query.append(("dryRun", "All"))
         try:
-            _status, result = self.client.request("PATCH", object_path(desired), query=query, body=desired,
-                                                  content_type="application/apply-patch+yaml")
+            try:
+                result = self._patch(desired, self.force)
+            except KubeError as exc:
+                if exc.status != 409 or not only_drift(conflicting_managers(exc), existing):
+                    raise
+                result = self._patch(desired, True)
         except KubeError as exc:
             if exc.status == 409:
                 raise KubeError(conflict_message(exc, desired), status=409, body=exc.body)
@@ -285,6 +315,15 @@ class Applier:
             action = "updated" if result["metadata"].get("resourceVersion") != before_rv else "unchanged"
         self._record(desired, action, existing, result)
         return result
+
+    def _patch(self, desired, force):
+        query = [("fieldManager", self.field_manager)]
+        if force:
+            query.append(("force", "true"))
+        if self.check_mode:
+            query.append(("dryRun", "All"))
+        return self.client.request("PATCH", object_path(desired), query=query, body=desired,
+                                   content_type="application/apply-patch+yaml")[1]
 
     def delete_owned(self, manifest, instance):
         """Delete the object only if it carries this collection's labels for ``instance``."""

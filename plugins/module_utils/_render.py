@@ -8,7 +8,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import hashlib
+import hmac
 import json
+
+import yaml
 
 from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
     FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, digest,
@@ -16,6 +20,9 @@ from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import PREFECT1
 
 SECRET_DIGEST_ANNOTATION = "qhub.prefect/secret-digest"
+# A random key kept in the Secret: the pod template's digest of the secret data is keyed with it,
+# so the annotation (readable by anyone who can read Deployments) cannot be brute-forced.
+DIGEST_SALT_KEY = "qhub-prefect.digest-salt"
 JOB_TEMPLATE_DIGEST_ANNOTATION = "qhub.prefect/job-template-digest"
 JOB_TEMPLATE_DIR = "/etc/prefect-agent"
 JOB_TEMPLATE_FILE = "job_template.yaml"
@@ -38,7 +45,7 @@ class AgentSpec:
 
     def __init__(self, name, namespace, generation, image, job, secret_env=None, token=None,
                  api_url=None, work_pool=None, work_queues=None, cluster_uid=None, replicas=1,
-                 job_service_account=None):
+                 job_service_account=None, digest_salt=""):
         self.name = name
         self.namespace = namespace
         self.generation = generation
@@ -52,6 +59,7 @@ class AgentSpec:
         self.cluster_uid = cluster_uid
         self.replicas = replicas
         self.job_service_account = job_service_account
+        self.digest_salt = digest_salt
 
     @property
     def is_agent(self):
@@ -105,11 +113,19 @@ def secret_data(spec):
     return data
 
 
+def secret_digest(spec):
+    payload = json.dumps(secret_data(spec), sort_keys=True).encode("utf-8")
+    return hmac.new(spec.digest_salt.encode("utf-8"), payload, hashlib.sha256).hexdigest()
+
+
 def render_secret(spec):
     secret = _meta(spec, spec.secret_name, "Secret", "v1")
     secret["type"] = "Opaque"
+    data = secret_data(spec)
+    if spec.digest_salt:
+        data[DIGEST_SALT_KEY] = spec.digest_salt
     secret["data"] = dict((key, base64.b64encode(value.encode("utf-8")).decode("ascii"))
-                          for key, value in sorted(secret_data(spec).items()))
+                          for key, value in sorted(data.items()))
     return secret
 
 
@@ -170,8 +186,8 @@ def prefect1_job_template(spec):
 
 def render_job_template(spec):
     config_map = _meta(spec, spec.job_template_name, "ConfigMap", "v1")
-    # JSON is YAML, and a stable serialisation keeps the digest stable.
-    config_map["data"] = {JOB_TEMPLATE_FILE: json.dumps(prefect1_job_template(spec), indent=2, sort_keys=True)}
+    config_map["data"] = {JOB_TEMPLATE_FILE: yaml.safe_dump(prefect1_job_template(spec), default_flow_style=False,
+                                                            sort_keys=True)}
     return config_map
 
 
@@ -246,7 +262,7 @@ def render_deployment(spec):
         "volumeMounts": [{"name": "home", "mountPath": "/home/prefect"}, {"name": "tmp", "mountPath": "/tmp"}],
     }
     volumes = [{"name": "home", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
-    annotations = {SECRET_DIGEST_ANNOTATION: digest(secret_data(spec))}
+    annotations = {SECRET_DIGEST_ANNOTATION: secret_digest(spec)}
     if spec.is_agent:
         container["args"] = agent_args(spec)
         container["livenessProbe"] = {"httpGet": {"path": "/api/health", "port": PROBE_PORT},
