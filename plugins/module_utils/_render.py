@@ -228,6 +228,9 @@ def worker_env(spec):
         env.append(_plain("PREFECT_KUBERNETES_CLUSTER_UID", spec.cluster_uid))
     if spec.token:
         env += [_secret_ref(spec, key) for key in token_keys(spec)]
+        # Otherwise the worker copies its API key into every flow-run Job's env as plain text.
+        env += [_plain("PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_NAME", spec.secret_name),
+                _plain("PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_KEY", "PREFECT_API_KEY")]
     return env
 
 
