@@ -4,6 +4,7 @@ import base64
 import json
 
 import pytest
+import yaml
 
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import PREFECT1, PREFECT3, parse_overrides
 from ansible_collections.qhub.prefect.plugins.module_utils._render import (
@@ -65,7 +66,7 @@ def test_prefect1_agent_command_env_and_job_template():
     # The token reaches 0.x (AUTH_TOKEN) and 1.x (API_KEY) agents, by reference only.
     for key in ("PREFECT__CLOUD__AGENT__AUTH_TOKEN", "PREFECT__CLOUD__API_KEY"):
         assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "prefect-x", "key": key}
-    template = json.loads(by_kind(objects)["ConfigMap"]["data"]["job_template.yaml"])
+    template = yaml.safe_load(by_kind(objects)["ConfigMap"]["data"]["job_template.yaml"])
     flow = template["spec"]["template"]["spec"]["containers"][0]
     assert flow["resources"] == {"limits": {"cpu": "2", "memory": "4Gi"}, "requests": {"cpu": "500m"}}
     assert flow["imagePullPolicy"] == "IfNotPresent"
