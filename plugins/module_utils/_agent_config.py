@@ -7,20 +7,16 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import base64
 import os
-import secrets
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
-    Applier, KubeError, object_path, wait_for_rollout,
-)
+from ansible_collections.qhub.prefect.plugins.module_utils._kube import Applier, KubeError, wait_for_rollout
 from ansible_collections.qhub.prefect.plugins.module_utils._kube_common import kube_client
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
     DEFAULT_IMAGE, PREFECT1, ConfigError, generation_of_image, parse_overrides, resolve_secret_ref,
     validate_image, validate_namespace,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._render import (
-    DIGEST_SALT_KEY, AgentSpec, owned_object_stubs, render_objects, render_secret,
+    AgentSpec, owned_object_stubs, render_objects,
 )
 
 KUBE_SYSTEM = "/api/v1/namespaces/kube-system"
@@ -102,15 +98,9 @@ def run(module):
             if not spec.is_agent:
                 kube_system = client.get(KUBE_SYSTEM)
                 spec.cluster_uid = (kube_system or {}).get("metadata", {}).get("uid")
-            # Read the Secret first: its salt keys the pod template's digest of the secret data.
-            existing_secret = client.get(object_path(render_secret(spec)))
-            spec.digest_salt = _salt_of(existing_secret)
             objects = render_objects(spec)
             for manifest in objects:
-                if manifest["kind"] == "Secret":
-                    applier.apply(manifest, existing=existing_secret, read=False)
-                else:
-                    applier.apply(manifest)
+                applier.apply(manifest)
             if params["wait"] and not module.check_mode:
                 wait_for_rollout(client, objects[-1], params["wait_timeout"])
     except KubeError as exc:
@@ -119,13 +109,6 @@ def run(module):
     if module._diff:
         result["diff"] = applier.diffs(_yaml_dump)
     module.exit_json(**result)
-
-
-def _salt_of(secret):
-    encoded = ((secret or {}).get("data") or {}).get(DIGEST_SALT_KEY)
-    if encoded:
-        return base64.b64decode(encoded).decode("ascii")
-    return secrets.token_hex(16)
 
 
 def _summary(applier):

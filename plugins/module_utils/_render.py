@@ -20,9 +20,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import PREFECT1
 
 SECRET_DIGEST_ANNOTATION = "qhub.prefect/secret-digest"
-# A random key kept in the Secret: the pod template's digest of the secret data is keyed with it,
-# so the annotation (readable by anyone who can read Deployments) cannot be brute-forced.
-DIGEST_SALT_KEY = "qhub-prefect.digest-salt"
+
 JOB_TEMPLATE_DIGEST_ANNOTATION = "qhub.prefect/job-template-digest"
 JOB_TEMPLATE_DIR = "/etc/prefect-agent"
 JOB_TEMPLATE_FILE = "job_template.yaml"
@@ -45,7 +43,7 @@ class AgentSpec:
 
     def __init__(self, name, namespace, generation, image, job, secret_env=None, token=None,
                  api_url=None, work_pool=None, work_queues=None, cluster_uid=None, replicas=1,
-                 job_service_account=None, digest_salt=""):
+                 job_service_account=None):
         self.name = name
         self.namespace = namespace
         self.generation = generation
@@ -59,7 +57,6 @@ class AgentSpec:
         self.cluster_uid = cluster_uid
         self.replicas = replicas
         self.job_service_account = job_service_account
-        self.digest_salt = digest_salt
 
     @property
     def is_agent(self):
@@ -114,16 +111,20 @@ def secret_data(spec):
 
 
 def secret_digest(spec):
+    """A digest of the secret data for the pod template, so a rotation rolls the pods.
+
+    Keyed with the API token (a long random key), so the annotation, which anyone who can read
+    Deployments sees, cannot be used to guess a short secret value. It stays the same from run to
+    run, and from concurrent run to concurrent run, as it depends on nothing but the input.
+    """
     payload = json.dumps(secret_data(spec), sort_keys=True).encode("utf-8")
-    return hmac.new(spec.digest_salt.encode("utf-8"), payload, hashlib.sha256).hexdigest()
+    return hmac.new((spec.token or "").encode("utf-8"), payload, hashlib.sha256).hexdigest()
 
 
 def render_secret(spec):
     secret = _meta(spec, spec.secret_name, "Secret", "v1")
     secret["type"] = "Opaque"
     data = secret_data(spec)
-    if spec.digest_salt:
-        data[DIGEST_SALT_KEY] = spec.digest_salt
     secret["data"] = dict((key, base64.b64encode(value.encode("utf-8")).decode("ascii"))
                           for key, value in sorted(data.items()))
     return secret
