@@ -1,13 +1,12 @@
 """Two runs of deploy.yml at once against one namespace end in the same state as one run."""
 
+import json
+import pathlib
 import subprocess
+import sys
 
 import yaml
 from kubernetes import client as k8s
-
-import json
-import pathlib
-import sys
 
 from tests.ansible_cli import REPO, ansible_env, run_playbook
 from tests.worker_process import prefect_api
