@@ -1,0 +1,61 @@
+"""Every broken config in tests/data/bad-configs makes deploy.yml fail with the key path and the problem,
+and neither the cluster nor the Prefect server receives a write."""
+
+import pathlib
+from concurrent.futures import ThreadPoolExecutor
+
+from kubernetes import client as k8s
+
+from tests.ansible_cli import run_playbook
+from tests.worker_process import prefect_api
+
+CORPUS = sorted((pathlib.Path(__file__).parents[1] / "data" / "bad-configs").glob("*.yml"))
+LABEL = "app.kubernetes.io/managed-by=qhub.prefect"
+
+
+def expectation(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    key = lines[0].split(":", 1)[1].strip()
+    return (str(path) if key == "qhub-config" else key), lines[1].split(":", 1)[1].strip()
+
+
+def cluster_state(api_client):
+    """Namespaces and every object this collection could have written, with resourceVersions."""
+    core, apps, rbac = k8s.CoreV1Api(api_client), k8s.AppsV1Api(api_client), k8s.RbacAuthorizationV1Api(api_client)
+    state = set(("Namespace", ns.metadata.name) for ns in core.list_namespace().items)
+    for kind, listing in (("ServiceAccount", core.list_service_account_for_all_namespaces),
+                          ("Secret", core.list_secret_for_all_namespaces),
+                          ("ConfigMap", core.list_config_map_for_all_namespaces),
+                          ("Role", rbac.list_role_for_all_namespaces),
+                          ("RoleBinding", rbac.list_role_binding_for_all_namespaces),
+                          ("Deployment", apps.list_deployment_for_all_namespaces)):
+        for item in listing(label_selector=LABEL).items:
+            state.add((kind, item.metadata.namespace, item.metadata.name, item.metadata.resource_version))
+    return state
+
+
+def test_the_corpus_has_at_least_40_configs():
+    assert len(CORPUS) >= 40
+
+
+def test_every_bad_config_fails_named_and_writes_nothing(testbed, kube_admin):
+    env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url}
+    cluster_before = cluster_state(kube_admin)
+    pools_before = prefect_api(testbed.prefect_api_url, "POST", "/work_pools/filter", {})
+
+    def deploy(path):
+        return path, run_playbook("playbooks/deploy.yml", {"qhub_config_file": str(path)}, env=env)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(deploy, CORPUS))
+    problems = []
+    for path, result in results:
+        key, message = expectation(path)
+        if result.rc == 0:
+            problems.append("%s: the playbook succeeded" % path.name)
+        elif key not in result.stdout or message not in result.stdout:
+            problems.append("%s: wanted %r and %r in\n%s" % (path.name, key, message, result.stdout[-1500:]))
+    assert problems == []
+    # Namespaces being deleted by earlier tests may vanish meanwhile; nothing may appear or change.
+    assert cluster_state(kube_admin) <= cluster_before
+    assert prefect_api(testbed.prefect_api_url, "POST", "/work_pools/filter", {}) == pools_before
