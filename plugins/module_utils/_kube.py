@@ -251,7 +251,8 @@ def only_drift(managers, existing):
 
 def conflict_message(exc, manifest):
     causes = (exc.body.get("details") or {}).get("causes") or []
-    lines = [cause.get("message", "") for cause in causes if cause.get("message")]
+    lines = ["%s (%s)" % (cause.get("field"), cause.get("message")) if cause.get("field") else cause.get("message", "")
+             for cause in causes]
     detail = "; ".join(lines) or str(exc)
     return ("%s: fields are owned by another field manager (%s). Set force: true to take them over "
             "for %s." % (describe(manifest), detail, FIELD_MANAGER))

@@ -170,7 +170,7 @@ def _apply_as(api_client, body, manager):
         configuration.host, body["metadata"]["namespace"], body["metadata"]["name"], manager)
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="PATCH", headers={
         "Content-Type": "application/apply-patch+yaml",
-        "Authorization": configuration.get_api_key_with_prefix("authorization")})
+        "Authorization": next(v["value"] for v in configuration.auth_settings().values() if v.get("value"))})
     context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
     with urllib.request.urlopen(request, context=context) as response:
         assert response.status == 200
