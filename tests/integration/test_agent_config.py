@@ -10,6 +10,7 @@ import ssl
 import urllib.request
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from tests.ansible_cli import run_module
@@ -225,3 +226,35 @@ def test_bad_input_fails_before_any_request(testbed, overrides, key):
     failed = run_module("prefect_agent_config", dict(args_for(testbed, "never-created"), overrides=overrides))
     assert failed.rc != 0 and failed["msg"].startswith(key + ":"), failed
     assert "api_requests" not in failed.data
+
+
+def test_qhub_era_prefect1_config_runs_an_agent_whose_job_template_carries_the_overrides(testbed, kube_admin,
+                                                                                         unique_namespace):
+    args = {"namespace": unique_namespace, "image": "prefecthq/prefect:0.14.22-python3.8", "api_key": TOKEN,
+            "api_url": "http://prefect-server:4200/graphql", "kubeconfig": testbed.kubeconfig,
+            "overrides": {"prefect_agent": {"job": {"resources": {"limit": {"cpu": 4, "memory": "8G"}}}},
+                          "IMAGE_PULL_POLICY": "Always", "envVars": {"ENVIRONMENT": "dev"}},
+            "secret_env": {"DATABASE_PASSWORD": "canary-db-7f3a"}}
+    applied = run_module("prefect_agent_config", args)
+    assert applied.rc == 0 and applied["generation"] == "prefect1", applied
+    core, apps = k8s.CoreV1Api(kube_admin), k8s.AppsV1Api(kube_admin)
+    pod = apps.read_namespaced_deployment("prefect-agent", unique_namespace).spec.template.spec
+    container = pod.containers[0]
+    assert container.args == ["prefect", "agent", "kubernetes", "start", "--job-template",
+                              "/etc/prefect-agent/job_template.yaml"]
+    env = env_by_name(container)
+    assert env["JOB_CPU_LIMIT"].value == "4" and env["JOB_MEM_LIMIT"].value == "8G"
+    assert env["PREFECT__CLOUD__API"].value == "http://prefect-server:4200/graphql"
+    assert env["PREFECT__BACKEND"].value == "server"
+    for key in ("PREFECT__CLOUD__AGENT__AUTH_TOKEN", "PREFECT__CLOUD__API_KEY"):
+        assert env[key].value_from.secret_key_ref.key == key
+    template = yaml.safe_load(core.read_namespaced_config_map("prefect-agent-job-template", unique_namespace)
+                              .data["job_template.yaml"])
+    flow = template["spec"]["template"]["spec"]["containers"][0]
+    assert flow["resources"] == {"limits": {"cpu": "4", "memory": "8G"}}
+    assert flow["imagePullPolicy"] == "Always"
+    assert {"name": "DATABASE_PASSWORD", "valueFrom": {"secretKeyRef": {
+        "name": "prefect-agent", "key": "DATABASE_PASSWORD"}}} in flow["env"]
+    assert [v.config_map.name for v in pod.volumes if v.config_map] == ["prefect-agent-job-template"]
+    rerun = run_module("prefect_agent_config", args)
+    assert rerun.rc == 0 and rerun["changed"] is False, rerun
