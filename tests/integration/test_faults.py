@@ -34,7 +34,7 @@ def owned(api_client, namespace):
 
 def test_api_server_stopped_mid_run_then_next_run_converges(testbed, kube_admin, unique_namespace, tmp_path):
     args = {"namespace": unique_namespace, "api_key": "fault-token", "api_url": testbed.prefect_api_url,
-            "secret_env": {"S": "v"}, "overrides": {"JOB_CPU_LIMIT": "1"}}
+            "secret_env": {"S": "fault-secret-value"}, "overrides": {"JOB_CPU_LIMIT": "1"}}
     host, port = testbed.api_server.rsplit("//", 1)[1].rsplit(":", 1)
     proxy = FaultProxy(host, int(port))
 
