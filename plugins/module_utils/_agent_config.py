@@ -9,7 +9,9 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube import Applier, KubeError, wait_for_rollout
+from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
+    Applier, KubeError, object_path, wait_for_rollout,
+)
 from ansible_collections.qhub.prefect.plugins.module_utils._kube_common import kube_client
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
     DEFAULT_IMAGE, PREFECT1, ConfigError, generation_of_image, parse_overrides, resolve_secret_ref,
@@ -80,6 +82,32 @@ def _ensure_namespace(applier, spec, create):
     applier.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}}, read=False)
 
 
+def _cluster_uid(client, live_deployment):
+    """kube-system's UID, read once per cluster: a live worker Deployment already carries it."""
+    for container in (((live_deployment or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get(
+            "containers") or []:
+        for item in container.get("env") or []:
+            if item.get("name") == "PREFECT_KUBERNETES_CLUSTER_UID" and item.get("value"):
+                return item["value"]
+    kube_system = client.get(KUBE_SYSTEM)
+    return (kube_system or {}).get("metadata", {}).get("uid")
+
+
+def apply_present(applier, spec, params):
+    """One read per managed object (the namespace and kube-system only when something is missing)."""
+    client = applier.client
+    objects = render_objects(spec)
+    live = [client.get(object_path(manifest)) for manifest in objects]
+    if any(obj is None for obj in live):
+        _ensure_namespace(applier, spec, params["create_namespace"])
+    if not spec.is_agent:
+        spec.cluster_uid = _cluster_uid(client, live[-1])
+        objects = render_objects(spec)
+    for manifest, existing in zip(objects, live):
+        applier.apply(manifest, existing=existing, read=False)
+    return objects
+
+
 def run(module):
     params = module.params
     try:
@@ -94,13 +122,7 @@ def run(module):
             for stub in owned_object_stubs(spec.name, spec.namespace):
                 applier.delete_owned(stub, spec.name)
         else:
-            _ensure_namespace(applier, spec, params["create_namespace"])
-            if not spec.is_agent:
-                kube_system = client.get(KUBE_SYSTEM)
-                spec.cluster_uid = (kube_system or {}).get("metadata", {}).get("uid")
-            objects = render_objects(spec)
-            for manifest in objects:
-                applier.apply(manifest)
+            objects = apply_present(applier, spec, params)
             if params["wait"] and not module.check_mode:
                 wait_for_rollout(client, objects[-1], params["wait_timeout"])
     except KubeError as exc:
