@@ -1,6 +1,7 @@
 """Faults never lose state: the API server dies mid-run, the Prefect API fails; the next run converges."""
 
 import pathlib
+import threading
 
 import yaml
 from kubernetes import client as k8s
@@ -38,9 +39,12 @@ def test_api_server_stopped_mid_run_then_next_run_converges(testbed, kube_admin,
     host, port = testbed.api_server.rsplit("//", 1)[1].rsplit(":", 1)
     proxy = FaultProxy(host, int(port))
 
+    stopped = threading.Event()
+
     def stop_server():
         proxy.cut()
         testbed.stop_component("kube-apiserver")
+        stopped.set()
 
     proxy.after_chunks(8, stop_server)
     try:
@@ -48,6 +52,7 @@ def test_api_server_stopped_mid_run_then_next_run_converges(testbed, kube_admin,
             proxy, testbed, tmp_path / "via-proxy")))
     finally:
         proxy.close()
+        stopped.wait(30)
         testbed.start_component("kube-apiserver")
     assert failed.rc != 0, failed
     assert "cannot reach the Kubernetes API server" in failed["msg"], failed

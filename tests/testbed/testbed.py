@@ -117,6 +117,7 @@ class Testbed:
         self.prefect_bin = str(PREFECT_VENV / "bin" / "prefect")
         self.bin_dir = None
         self.startup_seconds = {}
+        self.attached = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self):
@@ -171,20 +172,26 @@ class Testbed:
 
     def stop_component(self, name):
         process = self.processes.pop(name, None)
+        pidfile = self.run_dir / (name + ".pid")
+        pid = process.pid if process is not None else None
+        if pid is None and pidfile.exists():  # a test bed this process attached to
+            pid = int(pidfile.read_text())
+        if pid is not None:
+            kill_group(pid)
         if process is not None:
-            kill_group(process.pid)
             try:
                 process.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 pass
-        pidfile = self.run_dir / (name + ".pid")
-        if pidfile.exists():
+        if pidfile.exists() and pidfile.read_text() == str(pid):
             pidfile.unlink()
 
     def start_component(self, name, timeout=60):
         """Start a stopped part again with the same flags and data (fault-injection tests)."""
         command, env = self.commands[name]
         self._spawn(name, command, env)
+        if self.attached:
+            self._write_state()
         if name == "kube-apiserver":
             self._wait_ready("kube-apiserver", timeout)
         elif name == "prefect-server":
@@ -381,7 +388,13 @@ class Testbed:
                 "prefect_python": self.prefect_python, "prefect_bin": self.prefect_bin, "bin_dir": self.bin_dir,
                 "audit_log": self.audit_log, "existing_cluster": self.existing_cluster,
                 "components": list(self.components), "startup_seconds": self.startup_seconds,
-                "pids": dict((name, p.pid) for name, p in self.processes.items())}
+                "pids": self.pids(), "commands": self.commands}
+
+    def pids(self):
+        found = {}
+        for pidfile in self.run_dir.glob("*.pid"):
+            found[pidfile.stem] = int(pidfile.read_text())
+        return found
 
     def env(self):
         out = {}
@@ -402,12 +415,14 @@ class Testbed:
         if not state_file.exists():
             return None
         state = json.loads(state_file.read_text())
-        if not state["pids"] or not all(alive(pid) for pid in state["pids"].values()):
+        pids = dict((p.stem, int(p.read_text())) for p in pathlib.Path(run_dir).glob("*.pid"))
+        if not pids or not all(alive(pid) for pid in pids.values()):
             return None
         bed = cls(run_dir, components=state["components"], keep=True)
         for key in ("kubeconfig", "api_server", "ca_file", "admin_token", "prefect_api_url", "prefect_python",
-                    "prefect_bin", "bin_dir", "audit_log", "existing_cluster", "startup_seconds"):
+                    "prefect_bin", "bin_dir", "audit_log", "existing_cluster", "startup_seconds", "commands"):
             setattr(bed, key, state[key])
+        bed.attached = True
         return bed
 
 
