@@ -1,50 +1,90 @@
-"""Fixtures shared by the integration tests: one test bed per session, an admin client, fresh namespaces."""
+"""Fixtures shared by the tests: the test bed, an admin client for its API server, a namespace per test.
+
+The test bed (tests/testbed/testbed.py) starts once per session. With QHUB_PREFECT_TESTBED_DIR naming
+the directory of a test bed that `testbed.py up` started, that one is used and left running, so that
+molecule and pytest can share it.
+"""
 
 import os
-import pathlib
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]
 COLLECTIONS = REPO / ".collections"
-LINK = COLLECTIONS / "ansible_collections" / "qhub" / "prefect"
-if not LINK.exists():
-    LINK.parent.mkdir(parents=True, exist_ok=True)
-    LINK.symlink_to(pathlib.Path("..", "..", ".."))
-for path in (str(REPO), str(COLLECTIONS)):
+
+
+def _link_collection():
+    """Makes `import ansible_collections.qhub.prefect` load this repository, as Ansible would."""
+    link = COLLECTIONS / "ansible_collections" / "qhub" / "prefect"
+    if link.is_symlink() or link.exists():
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        link.symlink_to(Path("..", "..", ".."))
+    except FileExistsError:  # a parallel run made it first
+        pass
+
+
+_link_collection()
+for path in (str(COLLECTIONS), str(REPO)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from tests.testbed.testbed import Testbed  # noqa: E402
+# Imported only now: it needs the repository on sys.path.
+from tests.testbed.testbed import Testbed
 
 
 @pytest.fixture(scope="session")
 def testbed():
-    """The running test bed named by QHUB_PREFECT_TESTBED_DIR (shared with molecule), or a new one."""
-    shared = os.environ.get("QHUB_PREFECT_TESTBED_DIR")
-    if shared:
-        bed = Testbed.attach(shared)
-        if bed is None:
-            raise RuntimeError("QHUB_PREFECT_TESTBED_DIR=%s holds no running test bed" % shared)
-        yield bed
+    """A running test bed: Kubernetes control plane and Prefect server (see tests/testbed/testbed.py)."""
+    shared_dir = os.environ.get("QHUB_PREFECT_TESTBED_DIR")
+    if shared_dir:
+        shared = Testbed.attach(shared_dir)
+        if shared is None:
+            raise RuntimeError(f"QHUB_PREFECT_TESTBED_DIR={shared_dir} holds no running test bed: start one with "
+                               f"tests/testbed/testbed.py up --dir {shared_dir}, or unset the variable")
+        yield shared  # it belongs to whoever started it: not stopped here
         return
+    # A test bed that cannot start makes the tests that use it error, with the reason and the part's log.
     with Testbed() as bed:
         yield bed
 
 
 @pytest.fixture(scope="session")
 def kube_admin(testbed):
-    from kubernetes import config
-    return config.new_client_from_config(testbed.kubeconfig)
+    """A kubernetes ApiClient with the test bed's admin token (group system:masters), TLS verified by its CA."""
+    from kubernetes import client, config
+
+    if testbed.admin_token is None:  # an existing cluster: its kubeconfig says how to authenticate
+        api_client = config.new_client_from_config(config_file=testbed.kubeconfig)
+    else:
+        configuration = client.Configuration()
+        configuration.host = testbed.api_server
+        configuration.ssl_ca_cert = testbed.ca_file
+        configuration.verify_ssl = True
+        configuration.api_key = {"authorization": testbed.admin_token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+        api_client = client.ApiClient(configuration)
+    yield api_client
+    api_client.close()
 
 
 @pytest.fixture
 def unique_namespace(kube_admin):
-    from kubernetes import client as k8s
-    name = "t-" + uuid.uuid4().hex[:10]
-    core = k8s.CoreV1Api(kube_admin)
-    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    """A fresh namespace for one test, deleted after it."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    name = "t-" + uuid.uuid4().hex[:8]
+    core = client.CoreV1Api(kube_admin)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=name, labels={"qhub-prefect-test": "true"})))
     yield name
-    core.delete_namespace(name)
+    try:
+        core.delete_namespace(name)
+    except ApiException as error:
+        if error.status != 404:
+            raise

@@ -11,12 +11,12 @@ DOCUMENTATION = r'''
 module: qhub_config_info
 short_description: Read and validate the prefect block of a QHub config
 version_added: 0.1.0
-author: qhub.prefect contributors
+author: qhub.prefect contributors (!UNKNOWN)
 description:
   - Reads a C(qhub-config.yml) (duplicate keys and YAML errors fail with the line), validates its C(namespace)
     and C(prefect) block and resolves C(QHUB_SECRET_) references against the environment of the module.
   - Fails with the key path and what is wrong, before anything talks to a server.
-  - Returns no secret value: secret env vars by name only, the token by where it came from.
+  - "Returns no secret value: secret env vars by name only, the token by where it came from."
 options:
   path:
     description: Path of the QHub config file. Exactly one of O(path) and O(config) is required.
@@ -35,11 +35,14 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check mode and return the changed status a real run would report, without changing anything.
     support: full
     details: Reads only.
   diff_mode:
+    description: Returns what has changed (or would change in check mode) with C(--diff).
     support: none
   idempotent:
+    description: Running it again with the same input reports no change and changes nothing.
     support: full
     details: Reads only.
 '''
@@ -126,10 +129,8 @@ def main():
         config = parse_qhub_config(doc, os.environ, module.params["generation"], module.params["require_token"])
     except ConfigError as exc:
         module.fail_json(msg="invalid QHub config: %s" % exc, key=exc.path, **result)
-    # The module never returns these, but a value echoed by accident must still be masked.
-    module.no_log_values.update(value for value in config.secret_env.values() if value)
-    if config.token:
-        module.no_log_values.add(config.token)
+    # No secret value is returned, so none is added to no_log_values: Ansible masks those as
+    # substrings of every returned string, and a short token would garble the returned path.
     public = config.public()
     overrides = dict((doc.get("prefect") or {}).get("overrides") or {})
     overrides.pop("secretEnvVars", None)

@@ -74,13 +74,13 @@ def test_prefect_api_down_fails_clearly_and_next_run_converges(testbed, kube_adm
     config = tmp_path / "qhub-config.yml"
     config.write_text(yaml.safe_dump({"namespace": unique_namespace, "prefect": {"enabled": True}}))
     pool = "faults-" + unique_namespace
-    env = {"KUBECONFIG": testbed.kubeconfig, "QHUB_SECRET_PREFECT_TOKEN": "t",
+    env = {"KUBECONFIG": testbed.kubeconfig, "QHUB_SECRET_PREFECT_TOKEN": "fault-test-token-3c9e",
            "PREFECT_API_URL": "http://127.0.0.1:%d/api" % proxy.port}
     extra = {"qhub_config_file": str(config), "qhub_prefect_work_pool": pool}
     try:
         down = run_playbook("playbooks/deploy.yml", extra, env=env)
         assert down.rc != 0, down
-        assert "127.0.0.1:%d" % proxy.port in down.stdout
+        assert "127.0.0.1:%d" % proxy.port in down.output, down
         # Nothing reached the cluster: the pool comes first and the run stopped there.
         assert owned(kube_admin, unique_namespace) == {}
         proxy.refuse = False
