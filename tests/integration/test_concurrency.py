@@ -28,9 +28,11 @@ def snapshot(api_client, namespace):
             data["metadata"].pop(key, None)
         data.pop("status", None)
         out[kind] = data
-    # The digests cover the namespace, which differs between the two deployments compared.
-    out["Deployment"]["metadata"]["annotations"].pop("qhub.prefect/applied-digest")
-    out["Secret"]["metadata"]["annotations"].pop("qhub.prefect/applied-digest")
+    for data in out.values():
+        # The digests cover the namespace, which differs between the two deployments compared.
+        data["metadata"].get("annotations", {}).pop("qhub.prefect/applied-digest", None)
+    # The 1.20 token controller names the ServiceAccount's token Secret at random.
+    out["ServiceAccount"].pop("secrets", None)
     return out
 
 

@@ -479,6 +479,7 @@ class Testbed:
         self._owner = True  # False when attached to a test bed another process runs
         self._owner_record = None  # the process that stops this test bed when it exits; None when detached
         self._active = False
+        self._run_dir_prepared = False  # stop() removes only a run dir that start() took over
 
     # -- life cycle
 
@@ -527,7 +528,7 @@ class Testbed:
         finally:
             self._active = False
             _forget(self)
-            if self.run_dir is not None and not self.keep:
+            if self._run_dir_prepared and not self.keep:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
 
     @classmethod
@@ -612,6 +613,7 @@ class Testbed:
                     shutil.rmtree(path)
                 elif path.exists() or path.is_symlink():
                     path.unlink()
+        self._run_dir_prepared = True
         # Private keys and the admin token live here.
         self.run_dir.chmod(0o700)
         (self.run_dir / "logs").mkdir()
