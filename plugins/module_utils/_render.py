@@ -12,8 +12,6 @@ import hashlib
 import hmac
 import json
 
-import yaml
-
 from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
     FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, digest,
 )
@@ -186,6 +184,8 @@ def prefect1_job_template(spec):
 
 
 def render_job_template(spec):
+    import yaml  # late, as in _qhub_config: module_utils import with the standard library and ansible only
+
     config_map = _meta(spec, spec.job_template_name, "ConfigMap", "v1")
     config_map["data"] = {JOB_TEMPLATE_FILE: yaml.safe_dump(prefect1_job_template(spec), default_flow_style=False,
                                                             sort_keys=True)}

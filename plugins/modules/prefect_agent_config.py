@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 module: prefect_agent_config
 short_description: Run a Prefect 1 agent or a Prefect 2/3 worker on Kubernetes from QHub overrides
 version_added: 0.1.0
-author: qhub.prefect contributors
+author: qhub.prefect contributors (!UNKNOWN)
 description:
   - Renders the ServiceAccount, Role, RoleBinding, Secret and Deployment of a Prefect agent (Prefect 1,
     C(prefect agent kubernetes start)) or worker (Prefect 2 and 3, C(prefect worker start --type kubernetes)),
@@ -114,12 +114,15 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check mode and return the changed status a real run would report, without changing anything.
     support: full
     details: A server-side dry run of every write.
   diff_mode:
+    description: Returns what has changed (or would change in check mode) with C(--diff).
     support: full
     details: Before and after of every object that changes; Secret values are masked.
   idempotent:
+    description: Running it again with the same input reports no change and changes nothing.
     support: full
     details: A rerun with the same input writes nothing and reports no change.
 notes:

@@ -52,7 +52,7 @@ class Scripted:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = "http://127.0.0.1:%d/api" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def then(self, status, body=None, headers=None, delay=0):
         self.script.append((status, {} if body is None else body, headers or {}, delay))
@@ -300,3 +300,11 @@ def test_names_are_quoted_into_paths(server):
     client = Prefect3Client(PrefectHttpClient(server.url))
     assert client.read_work_pool("a b/c") is None
     assert server.received[0]["path"] == "/api/work_pools/a%20b%2Fc"
+
+
+def test_a_prefect_cloud_workspace_url_is_just_a_base_url(server):
+    cloud = server.url + "/accounts/0f1e2d3c/workspaces/4b5a6978"
+    server.then(200, {"name": "qhub", "type": "kubernetes"})
+    client = Prefect3Client(PrefectHttpClient(cloud + "/", api_key=KEY))
+    assert client.read_work_pool("qhub")["type"] == "kubernetes"
+    assert server.received[0]["path"] == "/api/accounts/0f1e2d3c/workspaces/4b5a6978/work_pools/qhub"

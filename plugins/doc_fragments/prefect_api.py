@@ -1,0 +1,52 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, qhub.prefect contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # The connection options of every module that talks to a Prefect API; same environment variables
+    # as the Prefect client and as QHub's CI.
+    DOCUMENTATION = r'''
+options:
+  api_url:
+    description:
+      - The Prefect API to talk to.
+      - Prefect 2/3, self-hosted C(http://HOST:4200/api); Prefect Cloud
+        C(https://api.prefect.cloud/api/accounts/ACCOUNT_ID/workspaces/WORKSPACE_ID).
+    type: str
+  api_key:
+    description:
+      - "The Prefect API key, sent as C(Authorization: Bearer KEY). Never logged or returned."
+      - A value C(QHUB_SECRET_NAME) stands for the environment variable C(NAME), as in a QHub config.
+      - Defaults to the environment variable E(QHUB_SECRET_PREFECT_TOKEN), then E(TF_VAR_prefect_token),
+        then E(PREFECT_API_KEY) (the order M(qhub.prefect.prefect_agent_config) uses too).
+      - A self-hosted server without authentication needs none.
+    type: str
+  api_auth_string:
+    description:
+      - For a self-hosted Prefect 2/3 server protected with C(PREFECT_SERVER_API_AUTH_STRING), the
+        C(user:password) string, sent as HTTP basic authentication. Ignored when O(api_key) is set.
+      - Defaults to the environment variable E(PREFECT_API_AUTH_STRING).
+    type: str
+  validate_certs:
+    description:
+      - Whether to verify the TLS certificate of an C(https://) API URL.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds to wait for each HTTP request.
+    type: int
+    default: 30
+  retries:
+    description:
+      - How many times to retry a request that failed to connect, timed out, or was answered with HTTP 429,
+        502, 503 or 504. Retries wait 0.5 s, 1 s, 2 s, ... (at most 8 s), or what a 429's C(Retry-After)
+        asks for (at most 30 s). Other errors are not retried.
+    type: int
+    default: 3
+'''

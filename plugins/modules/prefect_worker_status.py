@@ -1,0 +1,177 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, qhub.prefect contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: prefect_worker_status
+short_description: List the workers of a Prefect 2/3 work pool, or wait until one is online
+version_added: 0.1.0
+author: qhub.prefect contributors (@qhub-prefect)
+description:
+  - Lists the workers that have sent heartbeats to a work pool, with their status (C(ONLINE), or C(OFFLINE) after
+    three missed heartbeats).
+  - With O(wait_online=true), waits until a worker (whose name starts with O(name_prefix), when given) is
+    C(ONLINE), and fails otherwise. A rollout alone does not prove a worker works, since a worker with a bad API
+    key keeps running and looks healthy to Kubernetes; this proves it reached the Prefect API.
+  - Never changes anything.
+extends_documentation_fragment:
+  - qhub.prefect.prefect_api
+options:
+  work_pool:
+    description: Name of the work pool.
+    type: str
+    required: true
+  name_prefix:
+    description:
+      - Only workers whose name starts with this. Workers deployed by M(qhub.prefect.prefect_agent_config) are named
+        after the Deployment.
+    type: str
+  wait_online:
+    description: Wait until a matching worker is C(ONLINE); fail after O(timeout) seconds otherwise.
+    type: bool
+    default: false
+  timeout:
+    description:
+      - With O(wait_online), the seconds to wait for a worker to come online.
+      - Also the longest any one HTTP request may take (at most 30 s).
+    type: int
+    default: 120
+  poll_interval:
+    description: Seconds between two looks at the pool's workers while waiting.
+    type: int
+    default: 5
+  api_url:
+    description:
+      - The Prefect 2/3 API. Self-hosted C(http://HOST:4200/api); Prefect Cloud
+        C(https://api.prefect.cloud/api/accounts/ACCOUNT_ID/workspaces/WORKSPACE_ID).
+      - Defaults to the environment variable E(PREFECT_API_URL).
+    type: str
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Reads only, so it runs (and waits) the same in check mode.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
+    support: full
+    details: Never changes anything.
+seealso:
+  - module: qhub.prefect.prefect_agent_config
+  - module: qhub.prefect.prefect_work_pool
+'''
+
+EXAMPLES = r'''
+- name: Wait until the worker just rolled out is online in the pool
+  qhub.prefect.prefect_worker_status:
+    work_pool: qhub
+    name_prefix: prefect-worker
+    wait_online: true
+    timeout: 180
+
+- name: List the workers of the pool
+  qhub.prefect.prefect_worker_status:
+    work_pool: qhub
+  register: pool_workers
+'''
+
+RETURN = r'''
+workers:
+  description: The pool's workers that match O(name_prefix), as the API lists them.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The worker's name.
+      type: str
+    status:
+      description: C(ONLINE) or C(OFFLINE).
+      type: str
+    last_heartbeat_time:
+      description: When it last sent a heartbeat.
+      type: str
+    heartbeat_interval_seconds:
+      description: Seconds between its heartbeats.
+      type: int
+  sample: [{name: prefect-worker, status: ONLINE, last_heartbeat_time: "2026-01-01T00:00:00Z",
+            heartbeat_interval_seconds: 30}]
+online:
+  description: Names of the matching workers that are C(ONLINE).
+  returned: always
+  type: list
+  elements: str
+  sample: [prefect-worker]
+waited:
+  description: Seconds spent waiting for an online worker (0 without O(wait_online)).
+  returned: always
+  type: float
+  sample: 12.5
+requests:
+  description: HTTP requests sent to the Prefect API, retries included.
+  returned: always
+  type: int
+  sample: 3
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect3 import Prefect3Client
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect_common import (
+    fail_api, http_client, prefect_api_argument_spec,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import PrefectApiError
+
+WORKER_FIELDS = ("name", "status", "last_heartbeat_time", "heartbeat_interval_seconds")
+MAX_REQUEST_SECONDS = 30
+
+
+def _view(workers, prefix):
+    return [{field: worker.get(field) for field in WORKER_FIELDS}
+            for worker in workers if not prefix or str(worker.get("name", "")).startswith(prefix)]
+
+
+def main():
+    argument_spec = prefect_api_argument_spec()
+    argument_spec.update(
+        work_pool=dict(type="str", required=True),
+        name_prefix=dict(type="str"),
+        wait_online=dict(type="bool", default=False),
+        timeout=dict(type="int", default=120),
+        poll_interval=dict(type="int", default=5),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    if params["timeout"] < 1:
+        module.fail_json(msg="timeout: must be at least 1 second, not %d" % params["timeout"])
+    if params["poll_interval"] < 1:
+        module.fail_json(msg="poll_interval: must be at least 1 second, not %d" % params["poll_interval"])
+
+    http = http_client(module, generation="prefect3", timeout=min(MAX_REQUEST_SECONDS, params["timeout"]))
+    client = Prefect3Client(http)
+    prefix = params["name_prefix"]
+    waited = 0.0
+    try:
+        if params["wait_online"]:
+            _online, workers, waited = client.wait_for_online_worker(
+                params["work_pool"], name_prefix=prefix, timeout=params["timeout"], interval=params["poll_interval"])
+        else:
+            workers = client.list_workers(params["work_pool"])
+    except PrefectApiError as exc:
+        fail_api(module, exc, http, workers=[], online=[])
+
+    view = _view(workers, prefix)
+    module.exit_json(changed=False, workers=view, online=[w["name"] for w in view if w["status"] == "ONLINE"],
+                     waited=waited, requests=http.requests)
+
+
+if __name__ == "__main__":
+    main()
