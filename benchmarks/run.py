@@ -66,7 +66,7 @@ class Bench:
         done = subprocess.run(command, cwd=REPO, env=env or self.env(), capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
-            raise SystemExit("benchmark step failed: %s\n%s" % (" ".join(map(str, command)), done.stdout[-3000:]))
+            raise SystemExit("benchmark step failed: %s\n%s" % (" ".join(map(str, command)), (done.stdout + done.stderr)[-3000:]))
         return seconds, self.audit_events(offset), list(self.proxy.requests)
 
     def audit_events(self, offset):
@@ -152,8 +152,10 @@ def main():
             noop_events.append(events)
             noop_prefect.append(prefect)
         rows["deploy.yml first apply"], rows["deploy.yml no-op rerun"] = first, noop
-        anchor_env = dict(bench.env(), ANSIBLE_CONFIG="/dev/null", PATH=os.environ["PATH"])
-        anchor_env.pop("ANSIBLE_PYTHON_INTERPRETER")
+        anchor_cfg = pathlib.Path(work) / "anchor.cfg"
+        anchor_cfg.write_text("[defaults]\nlocalhost_warning = False\ninventory_unparsed_warning = False\n")
+        anchor_env = dict(bench.env(), ANSIBLE_CONFIG=str(anchor_cfg), PATH=os.environ["PATH"],
+                          ANSIBLE_PYTHON_INTERPRETER=str(BENCH_VENV / "bin" / "python"))
         anchor_first, anchor_noop, anchor_events = [], [], []
         for index in range(args.repeat):
             playbook = bench.anchor_playbook("anchor-%d-%s" % (index, uuid.uuid4().hex[:4]))
