@@ -32,9 +32,14 @@ def test_deployed_worker_submits_flow_run_jobs_with_the_configured_resources(tes
     config_file.write_text(yaml.safe_dump(config))
     env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url,
            "QHUB_SECRET_PREFECT_TOKEN": "e2e-token", "DATABASE_PASSWORD": SECRET_VALUE}
-    deployed = run_playbook("playbooks/deploy.yml", {"qhub_config_file": str(config_file),
-                                                     "qhub_prefect_work_pool": pool}, env=env)
+    extra_vars = {"qhub_config_file": str(config_file), "qhub_prefect_work_pool": pool}
+    deployed = run_playbook("playbooks/deploy.yml", extra_vars, env=env)
     assert deployed.rc == 0, deployed
+
+    # The role's own check: Kubernetes would call a worker with a bad key healthy; the pool knows better.
+    waiting = dict(extra_vars, qhub_prefect_wait_for_worker=True, qhub_prefect_worker_timeout=5)
+    no_worker = run_playbook("playbooks/deploy.yml", waiting, env=env)
+    assert no_worker.rc != 0 and "came ONLINE within 5 s" in no_worker.output, no_worker
 
     worker = WorkerProcess(testbed, kube_admin, unique_namespace, "prefect-worker", tmp_path / "worker").start()
     try:
@@ -43,6 +48,8 @@ def test_deployed_worker_submits_flow_run_jobs_with_the_configured_resources(tes
                            what="the worker to register in the pool")
         assert [w["name"] for w in workers] == ["prefect-worker"]
         assert workers[0]["status"] == "ONLINE"
+        with_worker = run_playbook("playbooks/deploy.yml", dict(waiting, qhub_prefect_worker_timeout=60), env=env)
+        assert with_worker.rc == 0 and with_worker["recap"]["changed"] == 0, with_worker
 
         run_hello_flow(testbed.prefect_api_url, pool, queue="dev")
         batch = k8s.BatchV1Api(kube_admin)
