@@ -1,0 +1,40 @@
+"""The built collection installs from its tarball and runs deploy.yml as the playbook qhub.prefect.deploy."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import yaml
+
+from tests.ansible_cli import REPO, ansible_env
+
+BIN = pathlib.Path(sys.executable).parent
+
+
+def test_tarball_installs_and_runs_the_collection_playbook(testbed, kube_admin, unique_namespace, tmp_path):
+    built = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path),
+                            str(REPO)], capture_output=True, text=True, cwd=tmp_path)
+    assert built.returncode == 0, built.stdout + built.stderr
+    tarball = next(tmp_path.glob("qhub-prefect-*.tar.gz"))
+    installed = tmp_path / "collections"
+    done = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "-p", str(installed), str(tarball)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    root = installed / "ansible_collections" / "qhub" / "prefect"
+    assert (root / "playbooks" / "deploy.yml").exists() and (root / "roles" / "prefect_agent").exists()
+    assert not (root / ".venv").exists() and not (root / "scripts").exists()
+
+    config = tmp_path / "qhub-config.yml"
+    config.write_text(yaml.safe_dump({"namespace": unique_namespace, "prefect": {"enabled": True}}))
+    env = ansible_env({"KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url,
+                       "QHUB_SECRET_PREFECT_TOKEN": "packaging-token-0b1c",
+                       "ANSIBLE_COLLECTIONS_PATH": str(installed)})
+    env.pop("ANSIBLE_CONFIG")
+    # Outside the repository, with only the installed collection on the path.
+    ran = subprocess.run([str(BIN / "ansible-playbook"), "qhub.prefect.deploy", "-e",
+                          "qhub_config_file=%s" % config, "-e", "qhub_prefect_work_pool=pkg-%s" % unique_namespace],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
+    assert "changed=2" in ran.stdout
+    assert os.path.realpath(str(root)) != os.path.realpath(str(REPO))
