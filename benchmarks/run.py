@@ -27,7 +27,8 @@ sys.path[:0] = [str(REPO), str(REPO / ".collections")]
 from benchmarks.counting_proxy import CountingProxy  # noqa: E402
 from tests.testbed.testbed import Testbed  # noqa: E402
 
-BENCH_VENV = pathlib.Path(os.environ.get("QHUB_PREFECT_CACHE", pathlib.Path.home() / ".cache" / "qhub-prefect")) / "bench-venv"
+CACHE_ROOT = pathlib.Path(os.environ.get("QHUB_PREFECT_CACHE", pathlib.Path.home() / ".cache" / "qhub-prefect"))
+BENCH_VENV = CACHE_ROOT / "bench-venv"
 OURS_BIN = pathlib.Path(sys.executable).parent
 SYSTEM_AGENTS = ("kube-controller-manager", "kube-apiserver")
 READ_VERBS = {"get", "list", "watch"}
@@ -66,7 +67,8 @@ class Bench:
         done = subprocess.run(command, cwd=REPO, env=env or self.env(), capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
-            raise SystemExit("benchmark step failed: %s\n%s" % (" ".join(map(str, command)), (done.stdout + done.stderr)[-3000:]))
+            output_tail = (done.stdout + done.stderr)[-3000:]
+            raise SystemExit("benchmark step failed: %s\n%s" % (" ".join(map(str, command)), output_tail))
         return seconds, self.audit_events(offset), list(self.proxy.requests)
 
     def audit_events(self, offset):

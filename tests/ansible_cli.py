@@ -36,7 +36,8 @@ def ansible_env(extra=None):
     env.update({"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                 "ANSIBLE_PYTHON_INTERPRETER": sys.executable, "ANSIBLE_LOCALHOST_WARNING": "0",
                 "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0", "PATH": "%s:%s" % (BIN, env.get("PATH", ""))})
-    for key in ("QHUB_SECRET_PREFECT_TOKEN", "TF_VAR_prefect_token", "PREFECT_API_KEY", "PREFECT_API_URL", "KUBECONFIG"):
+    for key in ("QHUB_SECRET_PREFECT_TOKEN", "TF_VAR_prefect_token", "PREFECT_API_KEY", "PREFECT_API_URL",
+                "KUBECONFIG"):
         env.pop(key, None)
     env.update(extra or {})
     return env

@@ -87,7 +87,8 @@ class KubeClient:
                 kube_config.load_kube_config(config_file=kubeconfig, context=context,
                                              client_configuration=configuration, persist_config=False)
             except Exception as exc:
-                raise KubeError("cannot load the kubeconfig %s: %s" % (kubeconfig or os.environ.get("KUBECONFIG", "~/.kube/config"), exc))
+                source = kubeconfig or os.environ.get("KUBECONFIG", "~/.kube/config")
+                raise KubeError("cannot load the kubeconfig %s: %s" % (source, exc))
         else:
             try:
                 kube_config.load_incluster_config(client_configuration=configuration)
@@ -288,8 +289,8 @@ class Applier:
         if read:
             existing = self.client.get(object_path(desired))
         annotations = ((existing or {}).get("metadata") or {}).get("annotations") or {}
-        if existing is not None and annotations.get(DIGEST_ANNOTATION) == desired["metadata"]["annotations"][DIGEST_ANNOTATION] \
-                and matches(desired, existing):
+        wanted_digest = desired["metadata"]["annotations"][DIGEST_ANNOTATION]
+        if existing is not None and annotations.get(DIGEST_ANNOTATION) == wanted_digest and matches(desired, existing):
             self._record(desired, "unchanged", existing, existing)
             return existing
         try:

@@ -72,7 +72,8 @@ MANAGED_ENV = frozenset((
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_QUANTITY = re.compile(r"^(?P<num>[+]?(\d+(\.\d*)?|\.\d+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+_QUANTITY = re.compile(r"^(?P<num>[+]?(\d+(\.\d*)?|\.\d+))"
+                       r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
 _IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
@@ -239,7 +240,8 @@ def _labels(value, path):
 
 def _pull_policy(value, path):
     if value not in PULL_POLICIES:
-        raise ConfigError(path, "%s is not an image pull policy (one of %s)" % (_short(value), ", ".join(PULL_POLICIES)))
+        raise ConfigError(path, "%s is not an image pull policy (one of %s)"
+                          % (_short(value), ", ".join(PULL_POLICIES)))
     return value
 
 
@@ -284,7 +286,8 @@ def _walk_nested(value, prefix, path, found):
     """Collect nested override leaves into ``found`` as {field: (path, value)}; reject unknown keys."""
     if not isinstance(value, dict):
         raise ConfigError(path, "%s is not a mapping" % _type_name(value))
-    children = set(key[len(prefix)] for key in NESTED_OVERRIDES if key[:len(prefix)] == prefix and len(key) > len(prefix))
+    children = set(key[len(prefix)] for key in NESTED_OVERRIDES
+                   if key[:len(prefix)] == prefix and len(key) > len(prefix))
     for key, item in value.items():
         key_path = "%s.%s" % (path, key)
         if key not in children:
@@ -325,7 +328,8 @@ def parse_overrides(overrides, environ, path="prefect.overrides"):
     secret_env = _env_map(overrides.get("secretEnvVars"), path + ".secretEnvVars", environ)
     for name in secret_env:
         if name in env:
-            raise ConfigError("%s.secretEnvVars.%s" % (path, name), "shadows the plain variable %s.envVars.%s" % (path, name))
+            raise ConfigError("%s.secretEnvVars.%s" % (path, name),
+                              "shadows the plain variable %s.envVars.%s" % (path, name))
     if sum(len(k) + len(v.encode("utf-8")) for k, v in secret_env.items()) > MAX_SECRET_BYTES:
         raise ConfigError(path + ".secretEnvVars", "the values add up to more than a Kubernetes Secret holds")
     values = dict((field, value) for field, (_path, value) in found.items())

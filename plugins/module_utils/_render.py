@@ -196,7 +196,8 @@ def agent_env(spec):
     job = spec.job
     env = [
         _plain("PREFECT__CLOUD__API", spec.api_url or PREFECT_CLOUD1_API),
-        _plain("PREFECT__BACKEND", "cloud" if (spec.api_url or PREFECT_CLOUD1_API).startswith(PREFECT_CLOUD1_API) else "server"),
+        _plain("PREFECT__BACKEND",
+               "cloud" if (spec.api_url or PREFECT_CLOUD1_API).startswith(PREFECT_CLOUD1_API) else "server"),
         _plain("NAMESPACE", spec.namespace),
         _plain("PREFECT__CLOUD__AGENT__AGENT_ADDRESS", "http://0.0.0.0:%d" % PROBE_PORT),
     ]

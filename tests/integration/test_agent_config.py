@@ -182,11 +182,13 @@ def test_token_rotation_rolls_a_new_replicaset(testbed, kube_admin, unique_names
     assert run_module("prefect_agent_config", args).rc == 0
     apps = k8s.AppsV1Api(kube_admin)
     selector = "app.kubernetes.io/instance=prefect-worker"
-    first = {rs.metadata.name for rs in apps.list_namespaced_replica_set(unique_namespace, label_selector=selector).items}
+    first = {rs.metadata.name
+             for rs in apps.list_namespaced_replica_set(unique_namespace, label_selector=selector).items}
     assert len(first) == 1
     rotated = run_module("prefect_agent_config", dict(args, api_key="rotated-token"))
     assert rotated.rc == 0 and rotated["changed"] is True, rotated
-    after = {rs.metadata.name for rs in apps.list_namespaced_replica_set(unique_namespace, label_selector=selector).items}
+    after = {rs.metadata.name
+             for rs in apps.list_namespaced_replica_set(unique_namespace, label_selector=selector).items}
     assert len(after - first) == 1
 
 

@@ -53,8 +53,10 @@ def main():
         pools = json.load(response)
     print("Work pools on the Prefect server (%s):" % testbed["prefect_api_url"])
     for pool in pools:
-        container = pool["base_job_template"]["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
-        print("  %-15s type=%s  flow-run resources=%s" % (pool["name"], pool["type"], json.dumps(container.get("resources", {}))))
+        manifest = pool["base_job_template"]["job_configuration"]["job_manifest"]
+        container = manifest["spec"]["template"]["spec"]["containers"][0]
+        resources = json.dumps(container.get("resources", {}))
+        print("  %-15s type=%s  flow-run resources=%s" % (pool["name"], pool["type"], resources))
     return 0
 
 

@@ -24,7 +24,8 @@ def spec(generation, **extra):
     job, _ = parse_overrides(OVERRIDES, {})
     job.secret_env_names = sorted(SECRETS)
     values = dict(name="prefect-x", namespace="dev", generation=generation, job=job,
-                  image="prefecthq/prefect:0.15.13" if generation == PREFECT1 else "prefecthq/prefect:3-python3.11-kubernetes",
+                  image=("prefecthq/prefect:0.15.13" if generation == PREFECT1
+                         else "prefecthq/prefect:3-python3.11-kubernetes"),
                   secret_env=SECRETS, token="canary-token", api_url="http://prefect:4200/api",
                   work_pool="qhub", work_queues=job.labels, cluster_uid="uid-123")
     values.update(extra)
@@ -70,7 +71,8 @@ def test_prefect1_agent_command_env_and_job_template():
     flow = template["spec"]["template"]["spec"]["containers"][0]
     assert flow["resources"] == {"limits": {"cpu": "2", "memory": "4Gi"}, "requests": {"cpu": "500m"}}
     assert flow["imagePullPolicy"] == "IfNotPresent"
-    assert {"name": "DATABASE_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "prefect-x", "key": "DATABASE_PASSWORD"}}} in flow["env"]
+    secret_ref = {"secretKeyRef": {"name": "prefect-x", "key": "DATABASE_PASSWORD"}}
+    assert {"name": "DATABASE_PASSWORD", "valueFrom": secret_ref} in flow["env"]
     assert template["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
 
 
