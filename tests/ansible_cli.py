@@ -53,11 +53,11 @@ def run_module(module, args, env=None, check=False, diff=False, verbosity=0, tim
     if verbosity:
         command.append("-" + "v" * verbosity)
     completed = subprocess.run(command, cwd=REPO, env=ansible_env(env), capture_output=True, text=True,
-                               timeout=timeout)
+                               timeout=timeout, check=False)
     marker = completed.stdout.rfind("localhost | ")
     data = {}
     if marker >= 0:
-        head, _, body = completed.stdout[marker:].partition(" => ")
+        head, dummy, body = completed.stdout[marker:].partition(" => ")
         try:
             data = json.loads(body)
         except ValueError:
@@ -80,7 +80,7 @@ def run_playbook(playbook, extra_vars=None, env=None, check=False, diff=False, v
         command.append("-" + "v" * verbosity)
     command += list(extra_args)
     completed = subprocess.run(command, cwd=REPO, env=ansible_env(env), capture_output=True, text=True,
-                               timeout=timeout)
+                               timeout=timeout, check=False)
     return Result(completed, {"recap": _recap(completed.stdout)})
 
 

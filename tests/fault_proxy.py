@@ -32,7 +32,7 @@ class FaultProxy:
     def _accept(self):
         while not self._closed:
             try:
-                client, _ = self.listener.accept()
+                client, dummy = self.listener.accept()
             except OSError:
                 return
             with self._lock:

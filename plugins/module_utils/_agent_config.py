@@ -50,8 +50,8 @@ def build_spec(params, environ):
     if "secretEnvVars" in overrides:
         raise ConfigError("overrides.secretEnvVars", "pass secret env vars in the no_log option secret_env, "
                           "so their values stay out of logs")
-    job, _ = parse_overrides(overrides, environ, path="overrides")
-    _, secret_env = parse_overrides({"secretEnvVars": params["secret_env"] or {}}, environ, path="secret_env")
+    job, dummy = parse_overrides(overrides, environ, path="overrides")
+    dummy, secret_env = parse_overrides({"secretEnvVars": params["secret_env"] or {}}, environ, path="secret_env")
     secret_env = dict((name, value) for name, value in secret_env.items())
     for name in secret_env:
         if name in job.env:

@@ -3,10 +3,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Server-side apply of a fixed set of kinds, with dry run, drift detection and owned deletes.
 
-The kubernetes client is used only to read kubeconfig/in-cluster credentials; requests go
-over urllib3 (its own dependency) to fixed API paths. That skips API discovery, which costs
-kubernetes.core about 2 s a task, and keeps us independent of the client's generated API,
-which changed shape between client versions.
+Requests go over urllib3 to fixed API paths. That skips API discovery, which costs kubernetes.core
+about 2 s a task, and keeps us independent of the client's generated API, which changed shape
+between client versions. Credentials come from _kubeconfig; the kubernetes client is imported only
+for kubeconfigs that need it (exec plugins, auth providers, merged files).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,14 +22,15 @@ import time
 
 try:
     import urllib3
-    from kubernetes import config as kube_config
-    from kubernetes.client import Configuration
-    HAS_KUBERNETES = True
-    KUBERNETES_IMPORT_ERROR = None
+    HAS_URLLIB3 = True
+    URLLIB3_IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - reported by the module with missing_required_lib
-    HAS_KUBERNETES = False
-    KUBERNETES_IMPORT_ERROR = exc
+    HAS_URLLIB3 = False
+    URLLIB3_IMPORT_ERROR = exc
 
+from ansible_collections.qhub.prefect.plugins.module_utils._kubeconfig import (
+    Credentials, KubeconfigError, load_incluster, load_kubeconfig,
+)
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import quantity_value
 
 FIELD_MANAGER = "qhub.prefect"
@@ -79,52 +80,35 @@ class KubeClient:
 
     def __init__(self, kubeconfig=None, context=None, host=None, token=None, ca_cert=None,
                  validate_certs=None, timeout=30):
-        configuration = Configuration()
-        if host and token:
-            configuration.host = host
-        elif kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
-            try:
-                kube_config.load_kube_config(config_file=kubeconfig, context=context,
-                                             client_configuration=configuration, persist_config=False)
-            except Exception as exc:
-                source = kubeconfig or os.environ.get("KUBECONFIG", "~/.kube/config")
-                raise KubeError("cannot load the kubeconfig %s: %s" % (source, exc))
-        else:
-            try:
-                kube_config.load_incluster_config(client_configuration=configuration)
-            except Exception as exc:
-                raise KubeError("no kubeconfig given, KUBECONFIG unset and not running in a cluster: %s" % exc)
+        credentials = _credentials(kubeconfig, context, host, token)
         if host:
-            configuration.host = host
+            credentials.host = host
         if token:
-            # The key's name changed between client versions; auth_settings() reads whichever it uses.
-            configuration.api_key = {"authorization": "Bearer " + token, "BearerToken": "Bearer " + token}
+            credentials.token = token
         if ca_cert:
-            configuration.ssl_ca_cert = ca_cert
+            credentials.ca_file = ca_cert
         if validate_certs is not None:
-            configuration.verify_ssl = validate_certs
-        self.configuration = configuration
-        self.host = configuration.host.rstrip("/")
+            credentials.verify = validate_certs
+        self.credentials = credentials
+        self.host = credentials.host.rstrip("/")
         self.timeout = timeout
         self.requests = 0
-        pool_args = {"cert_reqs": "CERT_REQUIRED" if configuration.verify_ssl else "CERT_NONE", "maxsize": 4,
+        pool_args = {"cert_reqs": "CERT_REQUIRED" if credentials.verify else "CERT_NONE", "maxsize": 4,
                      "timeout": urllib3.Timeout(connect=10, read=timeout), "retries": False}
-        if configuration.ssl_ca_cert:
-            pool_args["ca_certs"] = configuration.ssl_ca_cert
-        if configuration.cert_file:
-            pool_args["cert_file"] = configuration.cert_file
-            pool_args["key_file"] = configuration.key_file
-        if configuration.proxy:
-            self.pool = urllib3.ProxyManager(configuration.proxy, **pool_args)
+        if credentials.ca_file:
+            pool_args["ca_certs"] = credentials.ca_file
+        if credentials.cert_file:
+            pool_args["cert_file"] = credentials.cert_file
+            pool_args["key_file"] = credentials.key_file
+        if credentials.proxy:
+            self.pool = urllib3.ProxyManager(credentials.proxy, **pool_args)
         else:
             self.pool = urllib3.PoolManager(**pool_args)
 
     def request(self, method, path, query=None, body=None, content_type="application/json"):
         """(status, decoded JSON or None); raises KubeError for transport errors and HTTP >= 400."""
         headers = {"Accept": "application/json", "User-Agent": "qhub.prefect"}
-        for setting in self.configuration.auth_settings().values():
-            if setting.get("in") == "header" and setting.get("value"):
-                headers[setting["key"].title()] = setting["value"]
+        headers.update(self.credentials.auth_headers())
         payload = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -155,6 +139,52 @@ class KubeClient:
             if exc.status == 404:
                 return None
             raise
+
+
+def _credentials(kubeconfig, context, host, token):
+    """Credentials from, in order: host and token, the kubeconfig, the pod's ServiceAccount."""
+    if host and token:
+        return Credentials(host)
+    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(path):
+        try:
+            credentials = load_kubeconfig(path, context)
+        except (KubeconfigError, IOError, OSError) as exc:
+            raise KubeError("cannot load the kubeconfig %s: %s" % (path, exc))
+        return credentials or _client_credentials(path, context)
+    credentials = load_incluster()
+    if credentials is None:
+        raise KubeError("no kubeconfig given, KUBECONFIG unset and not running in a cluster")
+    return credentials
+
+
+def _client_credentials(path, context):
+    """Credentials the kubernetes client works out (exec plugins, auth providers, merged KUBECONFIG)."""
+    try:
+        from kubernetes import config as kube_config
+        from kubernetes.client import Configuration
+    except ImportError:
+        raise KubeError("the kubeconfig %s needs the kubernetes Python client (exec or auth-provider credentials, "
+                        "or several files), which is not installed" % path)
+    configuration = Configuration()
+    try:
+        kube_config.load_kube_config(config_file=path if os.pathsep not in path else None, context=context,
+                                     client_configuration=configuration, persist_config=False)
+    except Exception as exc:
+        raise KubeError("cannot load the kubeconfig %s: %s" % (path, exc))
+    # The key's name changed between client versions; auth_settings() reads whichever it uses.
+    authorization = None
+    for setting in configuration.auth_settings().values():
+        if setting.get("in") == "header" and setting.get("key", "").lower() == "authorization" and setting.get("value"):
+            authorization = setting["value"]
+    credentials = Credentials(configuration.host, ca_file=configuration.ssl_ca_cert, cert_file=configuration.cert_file,
+                              key_file=configuration.key_file, verify=configuration.verify_ssl,
+                              proxy=configuration.proxy)
+    if authorization and authorization.lower().startswith("bearer "):
+        credentials.token = authorization[len("bearer "):]
+    elif authorization and authorization.lower().startswith("basic "):
+        credentials.auth_headers = lambda: {"Authorization": authorization}
+    return credentials
 
 
 def digest(value):

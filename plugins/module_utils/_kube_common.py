@@ -10,7 +10,7 @@ __metaclass__ = type
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
-    HAS_KUBERNETES, KUBERNETES_IMPORT_ERROR, KubeClient, KubeError,
+    HAS_URLLIB3, URLLIB3_IMPORT_ERROR, KubeClient, KubeError,
 )
 
 
@@ -26,8 +26,9 @@ def kube_auth_argument_spec():
 
 
 def kube_client(module):
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
+    if not HAS_URLLIB3:
+        # urllib3 comes with the kubernetes client, the collection's documented requirement.
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(URLLIB3_IMPORT_ERROR))
     params = module.params
     try:
         return KubeClient(kubeconfig=params["kubeconfig"], context=params["context"], host=params["host"],

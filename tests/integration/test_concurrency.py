@@ -51,7 +51,7 @@ def test_two_concurrent_runs_equal_one_run(testbed, kube_admin, unique_namespace
                json.dumps({"qhub_config_file": str(config_file(tmp_path, unique_namespace)),
                            "qhub_prefect_work_pool": pool})]
     runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for _ in range(2)]
+            for dummy in range(2)]
     outputs = [run.communicate(timeout=300)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
     concurrent = snapshot(kube_admin, unique_namespace)

@@ -73,7 +73,7 @@ def pool_args(api_url, name, **extra):
 
 
 def expected_template(overrides, secret_env_names=("DATABASE_PASSWORD",)):
-    job, _ = parse_overrides(overrides, {}, path="overrides")
+    job, dummy = parse_overrides(overrides, {}, path="overrides")
     job.secret_env_names = list(secret_env_names)
     return build_base_job_template(job, "dev", "prefect-worker", secret_name="prefect-worker")
 

@@ -54,13 +54,13 @@ def group_ids_with_members(pids):
 # --- the shared test bed ---------------------------------------------------------------------------------
 
 def test_an_unauthenticated_request_is_refused(testbed):
-    status, _ = http_request(testbed.api_server + "/api/v1/namespaces", ca_file=testbed.ca_file)
+    status, dummy = http_request(testbed.api_server + "/api/v1/namespaces", ca_file=testbed.ca_file)
     assert status == 401
 
 
 def test_a_random_bearer_token_is_refused(testbed):
-    status, _ = http_request(testbed.api_server + "/api/v1/namespaces", token="not-a-token-" + os.urandom(8).hex(),
-                             ca_file=testbed.ca_file)
+    status, dummy = http_request(testbed.api_server + "/api/v1/namespaces", token="not-a-token-" + os.urandom(8).hex(),
+                                 ca_file=testbed.ca_file)
     assert status == 401
 
 

@@ -309,8 +309,9 @@ class Prefect1StandIn:
             if not isinstance(query, str) or not isinstance(variables, dict):
                 raise ValueError
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return self._send(handler, 400, {"errors": [{"message": "POST body must be JSON with query and variables",
-                                                          "extensions": {"code": "BAD_USER_INPUT"}}]})
+            error = {"message": "POST body must be JSON with query and variables",
+                     "extensions": {"code": "BAD_USER_INPUT"}}
+            return self._send(handler, 400, {"errors": [error]})
         record["variables"] = variables
         if self.token and handler.headers.get("Authorization") != "Bearer %s" % self.token:
             return self._send(handler, 200, {"data": None, "errors": [
@@ -463,7 +464,7 @@ def _variables_in(value):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token")
     parser.add_argument("--cloud", action="store_true", help="answer auth_info like Prefect Cloud 1")

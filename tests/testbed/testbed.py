@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A throwaway Kubernetes control plane and Prefect 3 server on loopback and free ports.
 
 Components, each process in a process group of its own, all state in one run directory:
@@ -312,7 +311,7 @@ def free_ports(count):
     """Ports nobody listens on now; held open together so that they differ from each other."""
     sockets = []
     try:
-        for _ in range(count):
+        for dummy in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.bind(("127.0.0.1", 0))
@@ -832,7 +831,7 @@ def cli_up(args):
         return 1
     for name, seconds in bed.startup_seconds.items():
         print(f"testbed: {name} ready after {seconds} s", file=sys.stderr)
-    print(f"testbed: up in {time.monotonic() - started:.1f} s; stop it with: {Path(__file__).resolve()} down "
+    print(f"testbed: up in {time.monotonic() - started:.1f} s; stop it with: {sys.executable} {Path(__file__).resolve()} down "
           f"--dir {run_dir}", file=sys.stderr)
     print(run_dir / "env.sh")
     return 0

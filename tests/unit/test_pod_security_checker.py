@@ -10,7 +10,7 @@ from tests.pod_security import check_restricted
 
 
 def rendered_pod(generation):
-    job, _ = parse_overrides({}, {})
+    job, dummy = parse_overrides({}, {})
     spec = AgentSpec("p", "dev", generation, "prefecthq/prefect:3", job, token="t", api_url="http://x/api")
     return render_deployment(spec)["spec"]["template"]["spec"]
 

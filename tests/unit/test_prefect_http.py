@@ -78,7 +78,7 @@ def client_for(url, **kwargs):
 
 
 def test_sends_the_key_as_bearer_and_json_and_counts_requests(server):
-    client, _ = client_for(server.url)
+    client, dummy = client_for(server.url)
     status, body = client.request("POST", "/work_pools/filter", {"limit": 1})
     assert (status, body) == (200, {"ok": True})
     received = server.received[0]
@@ -90,7 +90,7 @@ def test_sends_the_key_as_bearer_and_json_and_counts_requests(server):
 
 
 def test_basic_auth_string_when_there_is_no_key(server):
-    client, _ = client_for(server.url, api_key=None, auth_string="admin:pass")
+    client, dummy = client_for(server.url, api_key=None, auth_string="admin:pass")
     client.request("GET", "/health")
     assert server.received[0]["headers"]["Authorization"] == "Basic YWRtaW46cGFzcw=="
 
@@ -153,7 +153,7 @@ def test_other_client_errors_are_not_retried_and_quote_the_server(server, status
 
 def test_401_says_the_key_was_refused_without_showing_it(server):
     server.then(401, {"detail": "Invalid API key " + KEY})
-    client, _ = client_for(server.url)
+    client, dummy = client_for(server.url)
     with pytest.raises(PrefectApiError) as caught:
         client.request("GET", "/work_pools/qhub")
     assert str(caught.value) == "the Prefect API refused the API key (HTTP 401) at %s/work_pools/qhub" % server.url
@@ -162,7 +162,7 @@ def test_401_says_the_key_was_refused_without_showing_it(server):
 
 def test_403_says_the_key_was_refused_and_why(server):
     server.then(403, {"detail": "Forbidden for " + KEY})
-    client, _ = client_for(server.url)
+    client, dummy = client_for(server.url)
     with pytest.raises(PrefectApiError) as caught:
         client.request("PATCH", "/work_pools/qhub", {"is_paused": True})
     message = str(caught.value)
@@ -172,14 +172,14 @@ def test_403_says_the_key_was_refused_and_why(server):
 
 def test_401_without_a_key_asks_for_one(server):
     server.then(401, {"detail": "Unauthorized"})
-    client, _ = client_for(server.url, api_key=None)
+    client, dummy = client_for(server.url, api_key=None)
     with pytest.raises(PrefectApiError, match="requires an API key .*PREFECT_API_KEY"):
         client.request("GET", "/work_pools/qhub")
 
 
 def test_404_for_a_missing_object_is_returned_when_allowed(server):
     server.then(404, {"detail": 'Work pool "qhub" not found.'})
-    client, _ = client_for(server.url)
+    client, dummy = client_for(server.url)
     assert client.request("GET", "/work_pools/qhub", allow=(404,)) == (404, {"detail": 'Work pool "qhub" not found.'})
 
 
@@ -187,7 +187,7 @@ def test_404_for_a_missing_object_is_returned_when_allowed(server):
                                          (405, {"detail": "Method Not Allowed"})])
 def test_a_path_the_server_does_not_have_means_a_wrong_api_url(server, status, body):
     server.then(status, body)
-    client, _ = client_for(server.url)
+    client, dummy = client_for(server.url)
     with pytest.raises(PrefectApiError) as caught:
         client.request("GET", "/work_pools/qhub", allow=(404,))
     assert "it is not a Prefect 2/3 REST API" in str(caught.value)
@@ -196,7 +196,7 @@ def test_a_path_the_server_does_not_have_means_a_wrong_api_url(server, status, b
 
 def test_a_success_that_is_not_json_means_a_wrong_api_url(server):
     server.then(200, b"<!doctype html><title>Prefect UI</title>", {"Content-Type": "text/html; charset=utf-8"})
-    client, _ = client_for(server.url)
+    client, dummy = client_for(server.url)
     with pytest.raises(PrefectApiError) as caught:
         client.request("GET", "/work_pools/qhub")
     assert "not JSON (text/html)" in str(caught.value)
@@ -205,7 +205,7 @@ def test_a_success_that_is_not_json_means_a_wrong_api_url(server):
 
 def test_redirects_are_not_followed_with_the_key(server):
     server.then(307, b"", {"Location": "https://elsewhere.example/api/work_pools/qhub"})
-    client, _ = client_for(server.url)
+    client, dummy = client_for(server.url)
     with pytest.raises(PrefectApiError, match="redirected \\(HTTP 307\\) to https://elsewhere.example"):
         client.request("GET", "/work_pools/qhub")
     assert len(server.received) == 1
@@ -231,7 +231,7 @@ def test_a_slow_answer_times_out_and_is_retried(server):
 
 def test_a_server_that_always_times_out_fails_with_the_timeout_named(server):
     server.default = (200, {}, {}, 1.0)
-    client, _ = client_for(server.url, timeout=0.3, retries=1)
+    client, dummy = client_for(server.url, timeout=0.3, retries=1)
     with pytest.raises(PrefectApiError, match="did not answer within 0.3 s; gave up after 2 attempts"):
         client.request("GET", "/work_pools/qhub")
 

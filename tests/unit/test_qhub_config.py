@@ -21,9 +21,9 @@ def error_of(call, *args, **kwargs):
 
 
 def test_flat_and_nested_resources_land_in_the_same_fields():
-    flat, _ = parse_overrides({"JOB_CPU_LIMIT": "4", "JOB_MEM_LIMIT": "8Gi", "JOB_CPU_REQUEST": "1",
-                               "JOB_MEM_REQUEST": "2Gi"}, {})
-    nested, _ = parse_overrides({"prefect_agent": {"job": {"resources": {
+    flat, dummy = parse_overrides({"JOB_CPU_LIMIT": "4", "JOB_MEM_LIMIT": "8Gi", "JOB_CPU_REQUEST": "1",
+                                   "JOB_MEM_REQUEST": "2Gi"}, {})
+    nested, dummy = parse_overrides({"prefect_agent": {"job": {"resources": {
         "limit": {"cpu": 4, "memory": "8Gi"}, "requests": {"cpu": 1, "memory": "2Gi"}}}}}, {})
     assert flat.resources() == nested.resources() == {
         "requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
@@ -44,7 +44,7 @@ def test_a_bad_quantity_names_its_key_path():
 
 @pytest.mark.parametrize("value", ["0.5", "500m", "1.5Gi", "2", "1e3", 3, 0.25])
 def test_valid_quantities_are_accepted(value):
-    job, _ = parse_overrides({"JOB_CPU_LIMIT": value}, {})
+    job, dummy = parse_overrides({"JOB_CPU_LIMIT": value}, {})
     assert quantity_value(job.cpu_limit) > 0
 
 
@@ -68,12 +68,12 @@ def test_unknown_nested_key_lists_what_is_accepted_there():
 @pytest.mark.parametrize("value,expected", [
     ("['dev', 'gpu']", ["dev", "gpu"]), ('["dev"]', ["dev"]), ("dev, gpu", ["dev", "gpu"]), (["dev"], ["dev"])])
 def test_labels_in_every_form_qhub_documented(value, expected):
-    job, _ = parse_overrides({"PREFECT__CLOUD__AGENT__LABELS": value}, {})
+    job, dummy = parse_overrides({"PREFECT__CLOUD__AGENT__LABELS": value}, {})
     assert job.labels == expected
 
 
 def test_pull_secrets_comma_string_or_list():
-    job, _ = parse_overrides({"IMAGE_PULL_SECRETS": "a, b"}, {})
+    job, dummy = parse_overrides({"IMAGE_PULL_SECRETS": "a, b"}, {})
     assert job.image_pull_secrets == ["a", "b"]
     assert error_of(parse_overrides, {"IMAGE_PULL_SECRETS": ["Not_A_Name"]}, {}).path == \
         "prefect.overrides.IMAGE_PULL_SECRETS[0]"
@@ -86,8 +86,8 @@ def test_pull_policy_must_be_one_kubernetes_knows():
 
 def test_secret_reference_strips_the_prefix_exactly():
     # QHub lstrip()ped a character set, so QHUB_SECRET_SECRET_KEY became KEY.
-    _, secrets = parse_overrides({"secretEnvVars": {"S3": "QHUB_SECRET_SECRET_KEY"}},
-                                 {"SECRET_KEY": "right", "KEY": "wrong"})
+    dummy, secrets = parse_overrides({"secretEnvVars": {"S3": "QHUB_SECRET_SECRET_KEY"}},
+                                     {"SECRET_KEY": "right", "KEY": "wrong"})
     assert secrets == {"S3": "right"}
 
 
@@ -111,7 +111,7 @@ def test_env_a_collection_sets_itself_is_refused():
 
 
 def test_env_values_scalars_become_strings_and_structures_fail():
-    job, _ = parse_overrides({"envVars": {"N": 3, "B": True, "S": "ä"}}, {})
+    job, dummy = parse_overrides({"envVars": {"N": 3, "B": True, "S": "ä"}}, {})
     assert job.env == {"N": "3", "B": "true", "S": "ä"}
     assert error_of(parse_overrides, {"envVars": {"L": [1]}}, {}).path == "prefect.overrides.envVars.L"
 

@@ -1,0 +1,91 @@
+"""Reading kubeconfig credentials without the kubernetes client, and knowing when to leave it to the client."""
+
+import base64
+
+import pytest
+import yaml
+
+from ansible_collections.qhub.prefect.plugins.module_utils._kubeconfig import KubeconfigError, load_kubeconfig
+
+
+def write(tmp_path, users, clusters=None, current="main", contexts=None):
+    document = {
+        "apiVersion": "v1", "kind": "Config", "current-context": current,
+        "clusters": clusters or [{"name": "c", "cluster": {"server": "https://10.0.0.1:6443",
+                                                           "certificate-authority": "pki/ca.crt"}}],
+        "users": users,
+        "contexts": contexts or [{"name": "main", "context": {"cluster": "c", "user": "u"}},
+                                 {"name": "other", "context": {"cluster": "c", "user": "v"}}],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def test_token_and_ca_file_relative_to_the_kubeconfig(tmp_path):
+    credentials = load_kubeconfig(write(tmp_path, [{"name": "u", "user": {"token": "abc"}}]))
+    assert credentials.host == "https://10.0.0.1:6443"
+    assert credentials.ca_file == str(tmp_path / "pki" / "ca.crt")
+    assert credentials.verify
+    assert credentials.auth_headers() == {"Authorization": "Bearer abc"}
+
+
+def test_context_option_overrides_current_context(tmp_path):
+    path = write(tmp_path, [{"name": "u", "user": {"token": "abc"}}, {"name": "v", "user": {"tokenFile": "t"}}])
+    (tmp_path / "t").write_text("from-file\n")
+    assert load_kubeconfig(path, "other").auth_headers() == {"Authorization": "Bearer from-file"}
+
+
+def test_embedded_data_lands_in_private_files(tmp_path):
+    users = [{"name": "u", "user": {"client-certificate-data": base64.b64encode(b"CERT").decode(),
+                                    "client-key-data": base64.b64encode(b"KEY").decode()}}]
+    clusters = [{"name": "c", "cluster": {"server": "https://k", "certificate-authority-data":
+                                          base64.b64encode(b"CA").decode()}}]
+    credentials = load_kubeconfig(write(tmp_path, users, clusters))
+    assert open(credentials.ca_file, "rb").read() == b"CA"
+    assert open(credentials.cert_file, "rb").read() == b"CERT"
+    assert open(credentials.key_file, "rb").read() == b"KEY"
+    assert oct(__import__("os").stat(credentials.key_file).st_mode & 0o777) == "0o600"
+    assert credentials.auth_headers() == {}
+
+
+def test_basic_auth_and_insecure_cluster(tmp_path):
+    clusters = [{"name": "c", "cluster": {"server": "https://k", "insecure-skip-tls-verify": True}}]
+    credentials = load_kubeconfig(write(tmp_path, [{"name": "u", "user": {"username": "a", "password": "b"}}],
+                                        clusters))
+    assert not credentials.verify
+    assert credentials.auth_headers() == {"Authorization": "Basic " + base64.b64encode(b"a:b").decode()}
+
+
+@pytest.mark.parametrize("user", [
+    {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "aws"}},
+    {"auth-provider": {"name": "oidc", "config": {}}},
+])
+def test_credentials_that_need_code_are_left_to_the_kubernetes_client(tmp_path, user):
+    assert load_kubeconfig(write(tmp_path, [{"name": "u", "user": user}])) is None
+
+
+def test_a_list_of_kubeconfigs_is_left_to_the_kubernetes_client(tmp_path):
+    assert load_kubeconfig(str(tmp_path / "a") + ":" + str(tmp_path / "b")) is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"current": ""}, "no context given"),
+    ({"current": "missing"}, "context 'missing' not found"),
+    ({"clusters": [{"name": "other", "cluster": {"server": "https://k"}}]}, "cluster 'c' not found"),
+    ({"clusters": [{"name": "c", "cluster": {"certificate-authority-data": "!!"}}]}, "has no server"),
+    ({"clusters": [{"name": "c", "cluster": {"server": "https://k", "certificate-authority-data": "!!"}}]},
+     "certificate-authority-data is not valid base64"),
+])
+def test_broken_kubeconfigs_say_what_is_wrong(tmp_path, change, message):
+    path = write(tmp_path, [{"name": "u", "user": {"token": "abc"}}], **change)
+    with pytest.raises(KubeconfigError, match=message):
+        load_kubeconfig(path)
+
+
+def test_unreadable_and_non_yaml_files(tmp_path):
+    with pytest.raises(KubeconfigError, match="cannot read it"):
+        load_kubeconfig(str(tmp_path / "absent"))
+    (tmp_path / "bad").write_text("a: [1\n")
+    with pytest.raises(KubeconfigError, match="not valid YAML"):
+        load_kubeconfig(str(tmp_path / "bad"))
