@@ -36,10 +36,13 @@ READ_VERBS = {"get", "list", "watch"}
 
 def ensure_anchor_venv():
     """kubernetes.core comes with the 'ansible' package; its own venv keeps our ansible-core untouched."""
-    if not (BENCH_VENV / "bin" / "ansible-playbook").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+    # The stamp is written last, so an interrupted install is redone rather than half used.
+    stamp = BENCH_VENV / ".installed"
+    if not stamp.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(BENCH_VENV)], check=True)
         subprocess.run([str(BENCH_VENV / "bin" / "pip"), "install", "-q", "ansible>=10,<12", "kubernetes", "pyyaml"],
                        check=True)
+        stamp.write_text("ansible>=10,<12 kubernetes pyyaml\n")
     return BENCH_VENV / "bin" / "ansible-playbook"
 
 

@@ -13,6 +13,7 @@ __metaclass__ = type
 
 import ast
 import json
+import os
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -450,3 +451,41 @@ def load_yaml_strict(text, source="qhub-config.yml"):
         mark = getattr(exc, "problem_mark", None)
         where = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark else ""
         raise ConfigError(source, "%snot valid YAML (%s)" % (where, getattr(exc, "problem", None) or exc))
+
+
+CONFIG_INFO_ARGUMENT_SPEC = dict(
+    path=dict(type="path"),
+    config=dict(type="dict"),
+    generation=dict(type="str", default="auto", choices=["auto", "prefect1", "prefect3"]),
+    require_token=dict(type="bool", default=True),
+)
+CONFIG_INFO_REQUIRED_ONE_OF = [("path", "config")]
+CONFIG_INFO_MUTUALLY_EXCLUSIVE = [("path", "config")]
+
+
+def config_info(params, environ):
+    """The result of qhub_config_info for validated ``params``: the public settings, or failed with a msg."""
+    result = {"changed": False}
+    doc = params["config"]
+    try:
+        if params["path"]:
+            path = os.path.abspath(os.path.expanduser(params["path"]))
+            result["path"] = path
+            try:
+                with open(path, "rb") as handle:
+                    text = handle.read().decode("utf-8")
+            except (IOError, OSError, UnicodeDecodeError) as exc:
+                return dict(result, failed=True, msg="cannot read the QHub config %s: %s" % (path, exc))
+            doc = load_yaml_strict(text, path)
+        config = parse_qhub_config(doc, environ, params["generation"], params["require_token"])
+    except ConfigError as exc:
+        return dict(result, failed=True, msg="invalid QHub config: %s" % exc, key=exc.path)
+    # No secret value is returned, so none is added to no_log_values: Ansible masks those as
+    # substrings of every returned string, and a short token would garble the returned path.
+    public = config.public()
+    overrides = dict((doc.get("prefect") or {}).get("overrides") or {})
+    overrides.pop("secretEnvVars", None)
+    public["overrides"] = overrides
+    result["namespace"] = public.pop("namespace")
+    result["prefect"] = public
+    return result

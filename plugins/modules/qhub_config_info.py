@@ -14,7 +14,9 @@ version_added: 0.1.0
 author: qhub.prefect contributors (!UNKNOWN)
 description:
   - Reads a C(qhub-config.yml) (duplicate keys and YAML errors fail with the line), validates its C(namespace)
-    and C(prefect) block and resolves C(QHUB_SECRET_) references against the environment of the module.
+    and C(prefect) block and resolves C(QHUB_SECRET_) references against the environment.
+  - Runs on the controller (an action plugin), like the file lookups it replaces, so O(path) and the
+    environment are the controller's.
   - Fails with the key path and what is wrong, before anything talks to a server.
   - "Returns no secret value: secret env vars by name only, the token by where it came from."
 options:
@@ -98,45 +100,18 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
-    ConfigError, load_yaml_strict, parse_qhub_config,
+    CONFIG_INFO_ARGUMENT_SPEC, CONFIG_INFO_MUTUALLY_EXCLUSIVE, CONFIG_INFO_REQUIRED_ONE_OF, config_info,
 )
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path"),
-            config=dict(type="dict"),
-            generation=dict(type="str", default="auto", choices=["auto", "prefect1", "prefect3"]),
-            require_token=dict(type="bool", default=True),
-        ),
-        required_one_of=[("path", "config")],
-        mutually_exclusive=[("path", "config")],
-        supports_check_mode=True,
-    )
-    result = {"changed": False}
-    doc = module.params["config"]
-    try:
-        if module.params["path"]:
-            path = os.path.abspath(module.params["path"])
-            result["path"] = path
-            try:
-                with open(path, "rb") as handle:
-                    text = handle.read().decode("utf-8")
-            except (IOError, OSError, UnicodeDecodeError) as exc:
-                module.fail_json(msg="cannot read the QHub config %s: %s" % (path, exc), **result)
-            doc = load_yaml_strict(text, path)
-        config = parse_qhub_config(doc, os.environ, module.params["generation"], module.params["require_token"])
-    except ConfigError as exc:
-        module.fail_json(msg="invalid QHub config: %s" % exc, key=exc.path, **result)
-    # No secret value is returned, so none is added to no_log_values: Ansible masks those as
-    # substrings of every returned string, and a short token would garble the returned path.
-    public = config.public()
-    overrides = dict((doc.get("prefect") or {}).get("overrides") or {})
-    overrides.pop("secretEnvVars", None)
-    public["overrides"] = overrides
-    result["namespace"] = public.pop("namespace")
-    result["prefect"] = public
+    # Runs only where the action plugin of the same name is bypassed (for example ansible-test units);
+    # playbooks run plugins/action/qhub_config_info.py on the controller, which saves a module launch.
+    module = AnsibleModule(argument_spec=CONFIG_INFO_ARGUMENT_SPEC, required_one_of=CONFIG_INFO_REQUIRED_ONE_OF,
+                           mutually_exclusive=CONFIG_INFO_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
+    result = config_info(module.params, os.environ)
+    if result.get("failed"):
+        module.fail_json(**result)
     module.exit_json(**result)
 
 
