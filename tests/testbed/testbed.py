@@ -831,8 +831,8 @@ def cli_up(args):
         return 1
     for name, seconds in bed.startup_seconds.items():
         print(f"testbed: {name} ready after {seconds} s", file=sys.stderr)
-    print(f"testbed: up in {time.monotonic() - started:.1f} s; stop it with: {sys.executable} {Path(__file__).resolve()} down "
-          f"--dir {run_dir}", file=sys.stderr)
+    stop_command = f"{sys.executable} {Path(__file__).resolve()} down --dir {run_dir}"
+    print(f"testbed: up in {time.monotonic() - started:.1f} s; stop it with: {stop_command}", file=sys.stderr)
     print(run_dir / "env.sh")
     return 0
 
