@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, integration tests against the test bed, molecule's default scenario.
+# The whole test suite: unit tests, integration tests against the test bed, molecule's default scenario,
+# then ansible-lint, ruff, ansible-test sanity and units.
 source "$(dirname "$0")/setup.sh"
 
 testbed_dir=$(mktemp -d /tmp/qhub-prefect-testbed.XXXXXX)
@@ -15,5 +16,11 @@ say "pytest: unit and integration"
 
 say "molecule test (default scenario)"
 molecule test -s default
+
+say "ansible-lint (production profile) and ruff"
+bash tests/lint.sh
+
+say "ansible-test sanity (no ignore file) and units"
+bash tests/sanity.sh
 
 say "done"
