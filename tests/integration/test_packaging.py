@@ -12,14 +12,24 @@ from tests.ansible_cli import REPO, ansible_env
 BIN = pathlib.Path(sys.executable).parent
 
 
+def outside_the_repository():
+    """The environment of a user who installs the tarball: not the repository's ansible.cfg, whose
+    collections path already holds qhub.prefect (ansible-galaxy would skip the install)."""
+    env = dict(os.environ)
+    for key in ("ANSIBLE_CONFIG", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"):
+        env.pop(key, None)
+    return env
+
+
 def test_tarball_installs_and_runs_the_collection_playbook(testbed, kube_admin, unique_namespace, tmp_path):
     built = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path),
-                            str(REPO)], capture_output=True, text=True, cwd=tmp_path, check=False)
+                            str(REPO)], capture_output=True, text=True, cwd=tmp_path, env=outside_the_repository(),
+                           check=False)
     assert built.returncode == 0, built.stdout + built.stderr
     tarball = next(tmp_path.glob("qhub-prefect-*.tar.gz"))
     installed = tmp_path / "collections"
     done = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "-p", str(installed), str(tarball)],
-                          capture_output=True, text=True, cwd=tmp_path, check=False)
+                          capture_output=True, text=True, cwd=tmp_path, env=outside_the_repository(), check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     root = installed / "ansible_collections" / "qhub" / "prefect"
     assert (root / "playbooks" / "deploy.yml").exists() and (root / "roles" / "prefect_agent").exists()
