@@ -22,19 +22,7 @@ description:
   - The API token and O(secret_env) live only in the Secret. The Deployment and the flow-run Jobs refer to them
     with C(secretKeyRef); a hash of the Secret's data in the pod template rolls the Deployment when they change.
   - With O(state=absent), deletes exactly the objects that carry this collection's labels for O(name).
-  - "How each QHub override reaches the flow runs. Prefect 1 agent: C(IMAGE_PULL_SECRETS),
-    C(PREFECT__CLOUD__AGENT__LABELS), C(JOB_MEM_REQUEST), C(JOB_MEM_LIMIT), C(JOB_CPU_REQUEST), C(JOB_CPU_LIMIT)
-    and C(IMAGE_PULL_POLICY) become the agent env of the same name (read by 0.x agents) and, except the labels,
-    fields of the Job template in the ConfigMap passed with C(--job-template) (read by 0.15 to 1.4 agents, which
-    ignore C(JOB_*)). C(envVars) become agent env and flow-run env; C(secretEnvVars) become Secret keys referred to
-    from both."
-  - "Prefect 2/3 worker: resources, pull policy and pull secrets are written into the work pool's base job template
-    by M(qhub.prefect.prefect_work_pool); C(PREFECT__CLOUD__AGENT__LABELS) become C(--work-queue) arguments;
-    C(envVars) become worker env; C(secretEnvVars) become Secret keys referred to from the worker and the pool's
-    Job manifest."
-  - "The nested form C(prefect_agent.job.resources.{limit,limits,request,requests}.{cpu,memory}),
-    C(prefect_agent.job.imagePullPolicy), C(prefect_agent.job.imagePullSecrets) and C(prefectLabels) map to the
-    same fields as the flat keys; setting one field two ways with different values fails."
+  - The mapping of every override to both generations is in the notes, one override a row.
 extends_documentation_fragment:
   - qhub.prefect.kube_auth
 options:
@@ -126,6 +114,34 @@ attributes:
     support: full
     details: A rerun with the same input writes nothing and reports no change.
 notes:
+  - "Override mapping, one row each: B(override) | B(Prefect 1 agent) | B(Prefect 2/3 worker)."
+  - "C(JOB_CPU_REQUEST), C(JOB_CPU_LIMIT), C(JOB_MEM_REQUEST), C(JOB_MEM_LIMIT) and their nested form
+    C(prefect_agent.job.resources.{request,requests,limit,limits}.{cpu,memory})
+    | the flow-run container's C(resources) in the Job template ConfigMap C(<name>-job-template), passed with
+    C(--job-template) (read by agents 0.15 to 1.4), and agent env of the flat name (read by 0.x agents)
+    | the flow-run container's C(resources) in the work pool's Job manifest (set by M(qhub.prefect.prefect_work_pool),
+    so workers older than prefect-kubernetes 0.7.6 apply them too)."
+  - "C(IMAGE_PULL_POLICY), C(prefect_agent.job.imagePullPolicy)
+    | C(imagePullPolicy) of the flow-run container in the Job template, and agent env C(IMAGE_PULL_POLICY)
+    | default of the pool's C(image_pull_policy) variable."
+  - "C(IMAGE_PULL_SECRETS), C(prefect_agent.job.imagePullSecrets)
+    | pod C(imagePullSecrets) in the Job template, and agent env C(IMAGE_PULL_SECRETS) (comma-joined)
+    | pod C(imagePullSecrets) in the pool's Job manifest."
+  - "C(PREFECT__CLOUD__AGENT__LABELS), C(prefectLabels)
+    | agent env C(PREFECT__CLOUD__AGENT__LABELS) (a JSON list)
+    | work queues of the pool, polled with C(--work-queue)."
+  - "C(envVars)
+    | agent env and flow-run env in the Job template
+    | worker env and the default of the pool's C(env) variable."
+  - "C(secretEnvVars) (O(secret_env))
+    | keys of the Secret O(name), C(secretKeyRef) from the agent env and the Job template
+    | keys of the Secret O(name), C(secretKeyRef) from the worker env and the pool's Job manifest."
+  - "The API token (O(api_key))
+    | Secret keys C(PREFECT__CLOUD__AGENT__AUTH_TOKEN) (read by 0.x agents) and C(PREFECT__CLOUD__API_KEY)
+    (read by 1.x agents), each referred to from the agent env of the same name
+    | Secret key C(PREFECT_API_KEY), referred to as C(PREFECT_API_KEY) by the worker and, through
+    C(PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_NAME), by the flow-run Jobs."
+  - Setting one field both in the flat and the nested form with different values fails.
   - Pods run as user 1001 and meet the C(restricted) Pod Security profile.
   - A Prefect 2/3 worker gets C(PREFECT_KUBERNETES_CLUSTER_UID) (read from the kube-system namespace at deploy
     time) and C(PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES), so its namespaced Role suffices.
