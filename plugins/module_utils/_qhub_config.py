@@ -398,6 +398,16 @@ class PrefectConfig:
         }
 
 
+class _AnyVariable(dict):
+    """An environment in which every variable is set (to its value, or to an empty string)."""
+
+    def __contains__(self, name):
+        return True
+
+    def __missing__(self, name):
+        return ""
+
+
 def parse_qhub_config(doc, environ, generation="auto", require_token=True):
     """Validate a whole QHub config document; only its ``namespace`` and ``prefect:`` are read."""
     if not isinstance(doc, dict):
@@ -420,8 +430,10 @@ def parse_qhub_config(doc, environ, generation="auto", require_token=True):
         generation = generation_of_image(image)
     elif generation not in GENERATIONS:
         raise ConfigError("generation", "%r is not one of auto, %s" % (generation, ", ".join(GENERATIONS)))
-    job, secret_env = parse_overrides(block.get("overrides"), environ)
-    token, token_source = resolve_token(block, environ)
+    # A disabled block is still validated, but its QHUB_SECRET_ references need not resolve: removing
+    # the agent must not require the secrets it used to get.
+    job, secret_env = parse_overrides(block.get("overrides"), environ if enabled else _AnyVariable(environ))
+    token, token_source = resolve_token(block, environ if enabled else _AnyVariable(environ))
     if enabled and require_token and not token:
         raise ConfigError("prefect.token", "no Prefect API token: set QHUB_SECRET_PREFECT_TOKEN "
                           "(or TF_VAR_prefect_token) in the environment")
