@@ -48,3 +48,14 @@ def test_a_disabled_block_needs_neither_token_nor_secret_values(tmp_path):
     result = run_playbook(playbook(tmp_path, config))
     assert result.rc == 0, result
     assert settings(result)["enabled"] is False
+
+
+def test_the_role_arguments_are_validated_before_any_task(tmp_path):
+    (tmp_path / "qhub-config.yml").write_text(yaml.safe_dump(CONFIG))
+    result = run_playbook("playbooks/deploy.yml", {"qhub_config_file": str(tmp_path / "qhub-config.yml"),
+                                                   "qhub_prefect_generation": "prefect9",
+                                                   "qhub_prefect_wait_timeout": "soon"})
+    assert result.rc != 0
+    assert "qhub_prefect_generation" in result.output and "prefect9" in result.output
+    assert "qhub_prefect_wait_timeout" in result.output
+    assert "Read and validate the prefect block" not in result.output
