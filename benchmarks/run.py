@@ -183,7 +183,7 @@ def main():
         managed = 5
         print("\n## API requests of one no-op run")
         figures = (len(reads), len(reads) / managed, managed, len(writes))
-        print("  ours, apiserver:   %d reads (%.1f per managed object; %d objects + namespace + kube-system UID), "
+        print("  ours, apiserver:   %d reads (%.1f per managed object, %d objects), "
               "%d writes   target <= 1 read per object, 0 writes" % figures)
         by_resource = sorted("%s %s" % (e["verb"], e["objectRef"].get("resource")) for e in reads)
         print("      by resource:   %s" % ", ".join(by_resource))

@@ -9,10 +9,12 @@ __metaclass__ = type
 
 import os
 
+from ansible.module_utils.basic import env_fallback
+
 from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
     Applier, KubeError, object_path, wait_for_rollout,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._kube_common import kube_client
+from ansible_collections.qhub.prefect.plugins.module_utils._kube_common import kube_auth_argument_spec, kube_client
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
     DEFAULT_IMAGE, PREFECT1, ConfigError, generation_of_image, parse_overrides, resolve_secret_ref,
     validate_image, validate_namespace,
@@ -103,9 +105,33 @@ def apply_present(applier, spec, params):
     if not spec.is_agent:
         spec.cluster_uid = _cluster_uid(client, live[-1])
         objects = render_objects(spec)
-    for manifest, existing in zip(objects, live):
-        applier.apply(manifest, existing=existing, read=False)
-    return objects
+    applied = [applier.apply(manifest, existing=existing, read=False) for manifest, existing in zip(objects, live)]
+    return objects, applied
+
+
+def argument_spec():
+    """The options of prefect_agent_config (its DOCUMENTATION says what each does)."""
+    spec = dict(
+        name=dict(type="str"),
+        namespace=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        image=dict(type="str"),
+        generation=dict(type="str", default="auto", choices=["auto", "prefect1", "prefect3"]),
+        overrides=dict(type="dict"),
+        secret_env=dict(type="dict", no_log=True),
+        api_url=dict(type="str", fallback=(env_fallback, ["PREFECT_API_URL"])),
+        api_key=dict(type="str", no_log=True,
+                     fallback=(env_fallback, ["QHUB_SECRET_PREFECT_TOKEN", "TF_VAR_prefect_token", "PREFECT_API_KEY"])),
+        work_pool=dict(type="str"),
+        job_service_account=dict(type="str"),
+        replicas=dict(type="int", default=1),
+        create_namespace=dict(type="bool", default=True),
+        wait=dict(type="bool", default=False),
+        wait_timeout=dict(type="int", default=120),
+        force=dict(type="bool", default=False),
+    )
+    spec.update(kube_auth_argument_spec())
+    return spec
 
 
 def run(module):
@@ -122,9 +148,10 @@ def run(module):
             for stub in owned_object_stubs(spec.name, spec.namespace):
                 applier.delete_owned(stub, spec.name)
         else:
-            objects = apply_present(applier, spec, params)
+            objects, applied = apply_present(applier, spec, params)
             if params["wait"] and not module.check_mode:
-                wait_for_rollout(client, objects[-1], params["wait_timeout"])
+                # The Deployment as the apply left it: an unchanged, rolled-out one needs no further read.
+                wait_for_rollout(client, objects[-1], params["wait_timeout"], current=applied[-1])
     except KubeError as exc:
         module.fail_json(msg=str(exc), objects=_summary(applier), api_requests=client.requests, **result)
     result.update(changed=applier.changed, objects=_summary(applier), api_requests=client.requests)

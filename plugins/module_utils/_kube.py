@@ -405,8 +405,13 @@ def deployment_rolled_out(deployment):
             and status.get("updatedReplicas", 0) >= wanted)
 
 
-def wait_for_rollout(client, manifest, timeout, interval=1.0, clock=time.monotonic, sleep=time.sleep):
-    """Wait until the controller has observed the Deployment and created its updated pods."""
+def wait_for_rollout(client, manifest, timeout, interval=1.0, clock=time.monotonic, sleep=time.sleep, current=None):
+    """Wait until the controller has observed the Deployment and created its updated pods.
+
+    ``current`` is the Deployment as last read or applied; when it is already rolled out, nothing is read.
+    """
+    if current is not None and deployment_rolled_out(current):
+        return current
     deadline = clock() + timeout
     path = object_path(manifest)
     while True:
