@@ -116,7 +116,8 @@ attributes:
 notes:
   - On the controller (the local connection, no C(become), not C(async)) the action plugin runs this module's
     code inside Ansible's worker process instead of launching the module, which saves about 0.45 s a task;
-    results, check mode, diff mode and C(no_log) masking are the same. Any other host launches the module.
+    results, check mode, diff mode and C(no_log) masking are the same, and the Python is the one running Ansible
+    (C(ansible_python_interpreter) is not used there). Any other host launches the module.
   - "Override mapping, one row each: B(override) | B(Prefect 1 agent) | B(Prefect 2/3 worker)."
   - "C(JOB_CPU_REQUEST), C(JOB_CPU_LIMIT), C(JOB_MEM_REQUEST), C(JOB_MEM_LIMIT) and their nested form
     C(prefect_agent.job.resources.{request,requests,limit,limits}.{cpu,memory})

@@ -3,6 +3,7 @@
 import pathlib
 import threading
 
+import pytest
 import yaml
 from kubernetes import client as k8s
 
@@ -90,3 +91,22 @@ def test_prefect_api_down_fails_clearly_and_next_run_converges(testbed, kube_adm
         assert again.rc == 0 and again["recap"]["changed"] == 0, again
     finally:
         proxy.close()
+
+
+def test_a_rollout_that_never_happens_times_out_naming_the_cause(testbed, kube_admin, unique_namespace):
+    if testbed.admin_token is None:
+        pytest.skip("an existing cluster: its controller-manager is not ours to stop")
+    args = {"namespace": unique_namespace, "api_key": "rollout-token", "api_url": testbed.prefect_api_url,
+            "kubeconfig": testbed.kubeconfig, "wait": True, "wait_timeout": 4}
+    testbed.stop_component("kube-controller-manager")
+    try:
+        stuck = run_module("prefect_agent_config", args)
+    finally:
+        testbed.start_component("kube-controller-manager")
+    assert stuck.rc != 0, stuck
+    assert "did not roll out within 4 s" in stuck["msg"], stuck
+    assert "is kube-controller-manager running" in stuck["msg"], stuck
+    # The objects were applied before the wait; with the controller back, the next run only waits.
+    converged = run_module("prefect_agent_config", dict(args, wait_timeout=60))
+    assert converged.rc == 0 and converged["changed"] is False, converged
+    assert len(owned(kube_admin, unique_namespace)["Deployment"]) == 1
