@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.ansible_cli import REPO, ansible_env
@@ -21,16 +22,25 @@ def outside_the_repository():
     return env
 
 
-def test_tarball_installs_and_runs_the_collection_playbook(testbed, kube_admin, unique_namespace, tmp_path):
-    built = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path),
-                            str(REPO)], capture_output=True, text=True, cwd=tmp_path, env=outside_the_repository(),
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The collection as a user gets it: built into a tarball, installed into a collections directory."""
+    work = tmp_path_factory.mktemp("packaging")
+    built = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(work),
+                            str(REPO)], capture_output=True, text=True, cwd=work, env=outside_the_repository(),
                            check=False)
     assert built.returncode == 0, built.stdout + built.stderr
-    tarball = next(tmp_path.glob("qhub-prefect-*.tar.gz"))
-    installed = tmp_path / "collections"
-    done = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "-p", str(installed), str(tarball)],
-                          capture_output=True, text=True, cwd=tmp_path, env=outside_the_repository(), check=False)
+    tarball = next(work.glob("qhub-prefect-*.tar.gz"))
+    collections = work / "collections"
+    done = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "-p", str(collections),
+                           str(tarball)], capture_output=True, text=True, cwd=work, env=outside_the_repository(),
+                          check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+    return collections
+
+
+def test_tarball_installs_and_runs_the_collection_playbook(testbed, kube_admin, unique_namespace, tmp_path,
+                                                           installed):
     root = installed / "ansible_collections" / "qhub" / "prefect"
     assert (root / "playbooks" / "deploy.yml").exists() and (root / "roles" / "prefect_agent").exists()
     assert not (root / ".venv").exists() and not (root / "scripts").exists()
@@ -48,3 +58,12 @@ def test_tarball_installs_and_runs_the_collection_playbook(testbed, kube_admin, 
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
     assert "changed=2" in ran.stdout
     assert os.path.realpath(str(root)) != os.path.realpath(str(REPO))
+
+
+def test_ansible_builder_finds_what_an_execution_environment_needs(installed):
+    """What ansible-builder installs into an EE for this collection (it runs the same introspection in its build)."""
+    found = subprocess.run([str(BIN / "ansible-builder"), "introspect", "--sanitize", str(installed)],
+                           capture_output=True, text=True, env=outside_the_repository(), check=False)
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert "kubernetes" in found.stdout and "from collection qhub.prefect" in found.stdout, found.stdout
+    assert "ca-certificates [platform:dpkg platform:rpm]  # from collection qhub.prefect" in found.stdout
