@@ -7,23 +7,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible.plugins.action import ActionBase
-
 from ansible_collections.qhub.prefect.plugins.module_utils._agent_config import argument_spec, run
 from ansible_collections.qhub.prefect.plugins.module_utils._kube import HAS_URLLIB3
-from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import (
-    run_on_controller, runs_on_controller,
-)
+from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import ControllerFirstAction
 
 
-class ActionModule(ActionBase):
-    _supports_check_mode = True
-    _supports_async = True
-
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        if HAS_URLLIB3 and runs_on_controller(self):
-            result.update(run_on_controller(self, argument_spec(), run))
-        else:
-            result.update(self._execute_module(task_vars=task_vars, wrap_async=self._task.async_val))
-        return result
+class ActionModule(ControllerFirstAction):
+    argument_spec = staticmethod(argument_spec)
+    run_module = staticmethod(run)
+    available = HAS_URLLIB3

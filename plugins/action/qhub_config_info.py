@@ -14,12 +14,12 @@ __metaclass__ = type
 
 import os
 
-from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
     CONFIG_INFO_ARGUMENT_SPEC, CONFIG_INFO_MUTUALLY_EXCLUSIVE, CONFIG_INFO_REQUIRED_ONE_OF, config_info,
 )
+from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import task_environment
 
 
 class ActionModule(ActionBase):
@@ -32,18 +32,8 @@ class ActionModule(ActionBase):
         dummy, params = self.validate_argument_spec(
             argument_spec=CONFIG_INFO_ARGUMENT_SPEC, required_one_of=CONFIG_INFO_REQUIRED_ONE_OF,
             mutually_exclusive=CONFIG_INFO_MUTUALLY_EXCLUSIVE)
-        result.update(config_info(params, self._environment()))
+        # The controller's environment with the play's, block's and task's ``environment`` on top.
+        environ = dict(os.environ)
+        environ.update(task_environment(self))
+        result.update(config_info(params, environ))
         return result
-
-    def _environment(self):
-        """The controller's environment with the play's, block's and task's ``environment`` on top, as a
-        module on localhost would see it (AWX credentials arrive either way)."""
-        merged = dict(os.environ)
-        layers = self._task.environment or []
-        for layer in layers if isinstance(layers, list) else [layers]:
-            if layer:
-                values = self._templar.template(layer)
-                if not isinstance(values, dict):
-                    raise AnsibleActionFail("environment must be a mapping, got %s" % type(values).__name__)
-                merged.update((str(key), str(value)) for key, value in values.items())
-        return merged

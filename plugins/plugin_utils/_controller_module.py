@@ -19,6 +19,7 @@ import json
 import os
 
 from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import UnsupportedError
 from ansible.module_utils.common.parameters import remove_values
@@ -113,3 +114,27 @@ def run_on_controller(action, argument_spec, run, mutually_exclusive=None):
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+class ControllerFirstAction(ActionBase):
+    """An action plugin that runs its module's logic in-process on the controller, and launches it elsewhere.
+
+    Subclasses set, as staticmethods, ``argument_spec`` (returns the module's spec) and ``run_module``
+    (the module's ``run(module)``), and optionally ``mutually_exclusive`` and ``available`` (False when the
+    controller lacks the module's Python dependencies).
+    """
+
+    _supports_check_mode = True
+    _supports_async = True
+    argument_spec = None
+    run_module = None
+    mutually_exclusive = None
+    available = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ControllerFirstAction, self).run(tmp, task_vars)
+        if self.available and runs_on_controller(self):
+            result.update(run_on_controller(self, self.argument_spec(), self.run_module, self.mutually_exclusive))
+        else:
+            result.update(self._execute_module(task_vars=task_vars, wrap_async=self._task.async_val))
+        return result
