@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import ssl
 import time
 
 try:
@@ -86,20 +87,21 @@ class KubeClient:
         if token:
             credentials.token = token
         if ca_cert:
-            credentials.ca_file = ca_cert
+            credentials.ca_file, credentials.ca_data = ca_cert, None
         if validate_certs is not None:
             credentials.verify = validate_certs
         self.credentials = credentials
         self.host = credentials.host.rstrip("/")
         self.timeout = timeout
         self.requests = 0
-        pool_args = {"cert_reqs": "CERT_REQUIRED" if credentials.verify else "CERT_NONE", "maxsize": 4,
-                     "timeout": urllib3.Timeout(connect=10, read=timeout), "retries": False}
-        if credentials.ca_file:
-            pool_args["ca_certs"] = credentials.ca_file
-        if credentials.cert_file:
-            pool_args["cert_file"] = credentials.cert_file
-            pool_args["key_file"] = credentials.key_file
+        pool_args = {"maxsize": 4, "timeout": urllib3.Timeout(connect=10, read=timeout), "retries": False}
+        if self.host.startswith("https:"):
+            try:
+                pool_args["ssl_context"] = credentials.ssl_context()
+            except (ssl.SSLError, IOError, OSError) as exc:
+                raise KubeError("cannot set up TLS for %s (CA or client certificate): %s" % (self.host, exc))
+            if not credentials.verify:
+                pool_args["cert_reqs"] = "CERT_NONE"
         if credentials.proxy:
             self.pool = urllib3.ProxyManager(credentials.proxy, **pool_args)
         else:
@@ -177,14 +179,9 @@ def _client_credentials(path, context):
     for setting in configuration.auth_settings().values():
         if setting.get("in") == "header" and setting.get("key", "").lower() == "authorization" and setting.get("value"):
             authorization = setting["value"]
-    credentials = Credentials(configuration.host, ca_file=configuration.ssl_ca_cert, cert_file=configuration.cert_file,
-                              key_file=configuration.key_file, verify=configuration.verify_ssl,
-                              proxy=configuration.proxy)
-    if authorization and authorization.lower().startswith("bearer "):
-        credentials.token = authorization[len("bearer "):]
-    elif authorization and authorization.lower().startswith("basic "):
-        credentials.auth_headers = lambda: {"Authorization": authorization}
-    return credentials
+    return Credentials(configuration.host, authorization=authorization, ca_file=configuration.ssl_ca_cert,
+                       cert_file=configuration.cert_file, key_file=configuration.key_file,
+                       verify=configuration.verify_ssl, proxy=configuration.proxy)
 
 
 def digest(value):

@@ -14,10 +14,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import atexit
 import base64
 import os
 import shutil
+import ssl
 import tempfile
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -33,46 +33,72 @@ class KubeconfigError(Exception):
 
 
 class Credentials:
-    """What a request needs: the server, how to verify it, and how to authenticate."""
+    """What a request needs: the server, how to verify it, and how to authenticate.
 
-    def __init__(self, host, token=None, username=None, password=None, ca_file=None, cert_file=None,
-                 key_file=None, verify=True, proxy=None):
+    Embedded kubeconfig data (``*_data``) stays in memory: files written for it would outlive the
+    run whenever it ends without running exit handlers, as Ansible's forked workers do.
+    """
+
+    def __init__(self, host, token=None, username=None, password=None, authorization=None, ca_file=None,
+                 ca_data=None, cert_file=None, cert_data=None, key_file=None, key_data=None, verify=True,
+                 proxy=None):
         self.host = host
         self.token = token
         self.username = username
         self.password = password
+        self.authorization = authorization
         self.ca_file = ca_file
+        self.ca_data = ca_data
         self.cert_file = cert_file
+        self.cert_data = cert_data
         self.key_file = key_file
+        self.key_data = key_data
         self.verify = verify
         self.proxy = proxy
 
     def auth_headers(self):
         if self.token:
             return {"Authorization": "Bearer " + self.token}
+        if self.authorization:
+            return {"Authorization": self.authorization}
         if self.username is not None:
             pair = ("%s:%s" % (self.username, self.password or "")).encode("utf-8")
             return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
         return {}
 
+    def ssl_context(self):
+        """The TLS context for the API server: its CA (or the system's), and the client certificate if any."""
+        context = ssl.create_default_context(
+            cafile=None if self.ca_data else self.ca_file,
+            cadata=self.ca_data.decode("ascii", "replace") if self.ca_data else None)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.cert_file or self.cert_data:
+            # ssl loads a certificate chain only from files: embedded data lives on disk just this long.
+            work = tempfile.mkdtemp(prefix="qhub-prefect-kube-")
+            try:
+                cert = _private_file(work, "client.crt", self.cert_data) if self.cert_data else self.cert_file
+                key = _private_file(work, "client.key", self.key_data) if self.key_data else self.key_file
+                context.load_cert_chain(cert, key)
+            finally:
+                shutil.rmtree(work, True)
+        return context
 
-_temp_dir = []
 
-
-def _data_file(data, what):
-    """Write base64 kubeconfig data to a private file, removed when the process exits."""
-    if not _temp_dir:
-        _temp_dir.append(tempfile.mkdtemp(prefix="qhub-prefect-kube-"))
-        atexit.register(shutil.rmtree, _temp_dir[0], True)
-    path = os.path.join(_temp_dir[0], what)
-    try:
-        content = base64.b64decode(data, validate=True)
-    except (TypeError, ValueError):
-        raise KubeconfigError("%s is not valid base64" % what)
+def _private_file(directory, name, content):
+    path = os.path.join(directory, name)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(content)
     return path
+
+
+def _decoded(data, what):
+    try:
+        return base64.b64decode(data, validate=True)
+    except (TypeError, ValueError):
+        raise KubeconfigError("%s is not valid base64" % what)
 
 
 def _named(entries, name, what):
@@ -114,27 +140,23 @@ def load_kubeconfig(path, context=None):
         raise KubeconfigError("cluster %r has no server" % context_entry.get("cluster"))
     base = os.path.dirname(os.path.abspath(path))
 
-    def file_of(key):
-        value = user.get(key) if key in user else cluster.get(key)
-        if not value:
-            return None
-        return os.path.join(base, os.path.expanduser(value))
+    def file_of(section, key):
+        # Relative paths in a kubeconfig are relative to the kubeconfig's directory, as kubectl reads them.
+        return os.path.join(base, os.path.expanduser(section[key])) if section.get(key) else None
+
+    def data_of(section, key):
+        return _decoded(section[key], key) if section.get(key) else None
 
     token = user.get("token")
     if not token and user.get("tokenFile"):
-        with open(file_of("tokenFile")) as handle:
+        with open(file_of(user, "tokenFile")) as handle:
             token = handle.read().strip()
-    ca_file = file_of("certificate-authority")
-    if cluster.get("certificate-authority-data"):
-        ca_file = _data_file(cluster["certificate-authority-data"], "certificate-authority-data")
-    cert_file = file_of("client-certificate")
-    if user.get("client-certificate-data"):
-        cert_file = _data_file(user["client-certificate-data"], "client-certificate-data")
-    key_file = file_of("client-key")
-    if user.get("client-key-data"):
-        key_file = _data_file(user["client-key-data"], "client-key-data")
     return Credentials(cluster["server"], token=token, username=user.get("username"), password=user.get("password"),
-                       ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+                       ca_file=file_of(cluster, "certificate-authority"),
+                       ca_data=data_of(cluster, "certificate-authority-data"),
+                       cert_file=file_of(user, "client-certificate"),
+                       cert_data=data_of(user, "client-certificate-data"),
+                       key_file=file_of(user, "client-key"), key_data=data_of(user, "client-key-data"),
                        verify=not cluster.get("insecure-skip-tls-verify", False), proxy=cluster.get("proxy-url"))
 
 

@@ -1,11 +1,17 @@
 """Reading kubeconfig credentials without the kubernetes client, and knowing when to leave it to the client."""
 
 import base64
+import shutil
+import ssl
+import subprocess
+import tempfile
 
 import pytest
 import yaml
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kubeconfig import KubeconfigError, load_kubeconfig
+from ansible_collections.qhub.prefect.plugins.module_utils._kubeconfig import (
+    Credentials, KubeconfigError, load_kubeconfig,
+)
 
 
 def write(tmp_path, users, clusters=None, current="main", contexts=None):
@@ -36,17 +42,30 @@ def test_context_option_overrides_current_context(tmp_path):
     assert load_kubeconfig(path, "other").auth_headers() == {"Authorization": "Bearer from-file"}
 
 
-def test_embedded_data_lands_in_private_files(tmp_path):
+def test_embedded_data_stays_in_memory(tmp_path):
     users = [{"name": "u", "user": {"client-certificate-data": base64.b64encode(b"CERT").decode(),
                                     "client-key-data": base64.b64encode(b"KEY").decode()}}]
     clusters = [{"name": "c", "cluster": {"server": "https://k", "certificate-authority-data":
                                           base64.b64encode(b"CA").decode()}}]
     credentials = load_kubeconfig(write(tmp_path, users, clusters))
-    assert open(credentials.ca_file, "rb").read() == b"CA"
-    assert open(credentials.cert_file, "rb").read() == b"CERT"
-    assert open(credentials.key_file, "rb").read() == b"KEY"
-    assert oct(__import__("os").stat(credentials.key_file).st_mode & 0o777) == "0o600"
+    assert (credentials.ca_data, credentials.cert_data, credentials.key_data) == (b"CA", b"CERT", b"KEY")
+    assert (credentials.ca_file, credentials.cert_file, credentials.key_file) == (None, None, None)
     assert credentials.auth_headers() == {}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_a_client_certificate_from_data_loads_and_leaves_no_file(tmp_path, monkeypatch):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=client", "-days", "1",
+                    "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem")], check=True,
+                   capture_output=True)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    credentials = Credentials("https://k", ca_data=(tmp_path / "c.pem").read_bytes(),
+                              cert_data=(tmp_path / "c.pem").read_bytes(), key_data=(tmp_path / "k.pem").read_bytes())
+    context = credentials.ssl_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert list(scratch.iterdir()) == []
 
 
 def test_basic_auth_and_insecure_cluster(tmp_path):
