@@ -432,8 +432,9 @@ def parse_qhub_config(doc, environ, generation="auto", require_token=True):
         raise ConfigError("generation", "%r is not one of auto, %s" % (generation, ", ".join(GENERATIONS)))
     # A disabled block is still validated, but its QHUB_SECRET_ references need not resolve: removing
     # the agent must not require the secrets it used to get.
-    job, secret_env = parse_overrides(block.get("overrides"), environ if enabled else _AnyVariable(environ))
-    token, token_source = resolve_token(block, environ if enabled else _AnyVariable(environ))
+    references = environ if enabled else _AnyVariable(environ)
+    job, secret_env = parse_overrides(block.get("overrides"), references)
+    token, token_source = resolve_token(block, references)
     if enabled and require_token and not token:
         raise ConfigError("prefect.token", "no Prefect API token: set QHUB_SECRET_PREFECT_TOKEN "
                           "(or TF_VAR_prefect_token) in the environment")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.ansible_cli import run_playbook
-from tests.integration.test_agent_config import read_all
+from tests.integration.test_agent_config import read_all, versions
 
 
 def play(tmp_path, task, use_async):
@@ -27,13 +27,13 @@ def test_the_module_and_the_controller_path_agree(testbed, kube_admin, unique_na
     env = {"QHUB_SECRET_PREFECT_TOKEN": "fast-path-token-7d0e"}
     launched = run_playbook(play(tmp_path, task, use_async=True), env=env)
     assert launched.rc == 0 and launched["recap"]["changed"] == 1, launched
-    before = dict((kind, obj.metadata.resource_version) for kind, obj in read_all(kube_admin, unique_namespace).items())
+    before = versions(read_all(kube_admin, unique_namespace))
     assert set(before) == {"ServiceAccount", "Role", "RoleBinding", "Secret", "Deployment"}
     in_process = run_playbook(play(tmp_path, task, use_async=False), env=env)
     assert in_process.rc == 0 and in_process["recap"]["changed"] == 0, in_process
     launched_again = run_playbook(play(tmp_path, task, use_async=True), env=env)
     assert launched_again.rc == 0 and launched_again["recap"]["changed"] == 0, launched_again
-    after = dict((kind, obj.metadata.resource_version) for kind, obj in read_all(kube_admin, unique_namespace).items())
+    after = versions(read_all(kube_admin, unique_namespace))
     assert after == before
     for result in (launched, in_process, launched_again):
         assert "fast-path-secret-51c2" not in result.output and "fast-path-token-7d0e" not in result.output
