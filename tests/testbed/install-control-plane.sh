@@ -32,7 +32,11 @@ apt_install etcd-server
 mkdir -p "$bin_dir"
 ln -sf "$(command -v etcd || echo /usr/bin/etcd)" "$bin_dir/etcd"
 
-if [[ -x $bin_dir/kube-apiserver && -x $bin_dir/kube-controller-manager ]]; then
+# The control plane, plus the node (scheduler, kubelet, kube-proxy) the test bed runs pods on.
+commands=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+have_all=1
+for cmd in "${commands[@]}"; do [[ -x $bin_dir/$cmd ]] || have_all=; done
+if [[ -n $have_all ]]; then
   echo "$bin_dir"
   exit 0
 fi
@@ -68,13 +72,17 @@ ln -sfn "$tree" "$gopath/src/k8s.io/kubernetes"
 # A make run without rsync leaves a zero-byte generator behind that breaks every later make.
 find "$tree/_output" -maxdepth 3 -type f -size 0 -delete 2>/dev/null || true
 
-for cmd in kube-apiserver kube-controller-manager; do
-  [[ -x $bin_dir/$cmd ]] && continue
-  log "building $cmd (several minutes)"
-  (cd "$gopath/src/k8s.io/kubernetes" && env GOPATH="$gopath" GO111MODULE=off CGO_ENABLED=0 GOFLAGS= make WHAT="cmd/$cmd" >&2) || {
-    log "build of $cmd failed"; exit 1; }
-  built=$(find "$tree/_output" -type f -name "$cmd" -perm -u+x | head -n1)
-  [[ -n $built ]] || { log "no $cmd binary after the build"; exit 1; }
-  install -m 0755 "$built" "$bin_dir/$cmd"
-done
+missing=()
+for cmd in "${commands[@]}"; do [[ -x $bin_dir/$cmd ]] || missing+=("$cmd"); done
+if ((${#missing[@]})); then
+  log "building ${missing[*]} (several minutes)"
+  what=$(printf 'cmd/%s ' "${missing[@]}")
+  (cd "$gopath/src/k8s.io/kubernetes" && env GOPATH="$gopath" GO111MODULE=off CGO_ENABLED=0 GOFLAGS= make WHAT="${what% }" >&2) || {
+    log "build of ${missing[*]} failed"; exit 1; }
+  for cmd in "${missing[@]}"; do
+    built=$(find "$tree/_output" -type f -name "$cmd" -perm -u+x | head -n1)
+    [[ -n $built ]] || { log "no $cmd binary after the build"; exit 1; }
+    install -m 0755 "$built" "$bin_dir/$cmd"
+  done
+fi
 echo "$bin_dir"
