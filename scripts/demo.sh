@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # The main job on the local default: test bed up, deploy.yml on examples/qhub-config.yml, a summary.
 # The test bed keeps running afterwards (source .testbed/env.sh to use it);
-# stop it with: .venv/bin/python tests/testbed/testbed.py down --dir .testbed
+# stop it with: bash scripts/demo.sh stop   (stops it, then checks that nothing of it is left)
 source "$(dirname "$0")/setup.sh"
 testbed_dir=${QHUB_PREFECT_TESTBED_DIR:-$REPO/.testbed}
+
+if [[ ${1:-} == stop ]]; then
+  say "test bed down"
+  "$PY" tests/testbed/testbed.py down --dir "$testbed_dir"
+  say "anything of it left?"
+  "$PY" tests/testbed/testbed.py leftovers --dir "$testbed_dir" && echo "nothing left"
+  exit
+fi
 
 if ! "$PY" tests/testbed/testbed.py status --dir "$testbed_dir" >/dev/null 2>&1; then
   say "test bed up in $testbed_dir"
@@ -23,5 +31,5 @@ say "what is there now"
 cat <<MSG
 
 The test bed is still running: source $testbed_dir/env.sh to use it,
-and stop it with: .venv/bin/python tests/testbed/testbed.py down --dir $testbed_dir
+and stop it with: bash scripts/demo.sh stop
 MSG

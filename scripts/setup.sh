@@ -13,6 +13,8 @@ fi
 say "control plane binaries (built from Debian's kubernetes source once, then cached)"
 KUBE_BIN_DIR=$(bash tests/testbed/install-control-plane.sh)
 export KUBE_BIN_DIR
+say "node packages (containerd, runc, CNI plugins, iptables, the image registry, skopeo)"
+bash tests/testbed/install-node.sh
 say "virtual environments (.venv for Ansible and tests; a separate one for the Prefect server)"
 PY=$(bash tests/testbed/install-venvs.sh | head -n1)
 export PATH="$REPO/.venv/bin:$PATH"

@@ -65,7 +65,9 @@ def test_a_random_bearer_token_is_refused(testbed):
 
 
 def test_tls_is_verified_with_the_test_bed_ca_only(testbed):
-    for url in (testbed.api_server, testbed.api_server.replace("127.0.0.1", "localhost")):
+    port = testbed.api_server.rsplit(":", 1)[1]
+    # The serving certificate names loopback, localhost and, with a node, the bridge address pods use.
+    for url in {testbed.api_server, f"https://127.0.0.1:{port}", f"https://localhost:{port}"}:
         assert http_request(url + "/readyz", token=testbed.admin_token, ca_file=testbed.ca_file) == (200, b"ok")
     with pytest.raises(urllib.error.URLError) as refused:
         http_request(testbed.api_server + "/readyz", token=testbed.admin_token)  # the system's CAs only
@@ -82,7 +84,12 @@ def test_the_kubeconfig_carries_the_ca_and_the_admin_token(testbed):
     with api_client:
         names = {ns.metadata.name for ns in k8s.CoreV1Api(api_client).list_namespace().items}
     assert {"default", "kube-system"} <= names
-    assert testbed.env() == {"KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url}
+    env = testbed.env()
+    assert {key: env[key] for key in ("KUBECONFIG", "PREFECT_API_URL")} == {
+        "KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url}
+    registry_keys = {"QHUB_PREFECT_TESTBED_REGISTRY", "QHUB_PREFECT_TESTBED_PRIVATE_REGISTRY",
+                     "QHUB_PREFECT_TESTBED_REGISTRY_USERNAME", "QHUB_PREFECT_TESTBED_REGISTRY_PASSWORD"}
+    assert set(env) - {"KUBECONFIG", "PREFECT_API_URL"} == (registry_keys if testbed.node else set())
 
 
 def test_rbac_refuses_a_fresh_service_account_token_until_a_role_grants_it(testbed, kube_admin, unique_namespace):
@@ -111,7 +118,7 @@ def test_rbac_refuses_a_fresh_service_account_token_until_a_role_grants_it(testb
                         ca_file=testbed.ca_file)[0] == 403
 
 
-def test_a_deployment_gets_a_replica_set_and_a_pending_pod(kube_admin, unique_namespace):
+def test_a_deployment_gets_a_replica_set_and_a_pod(kube_admin, unique_namespace):
     apps, core = k8s.AppsV1Api(kube_admin), k8s.CoreV1Api(kube_admin)
     labels = {"app": "sleeper"}
     apps.create_namespaced_deployment(unique_namespace, k8s.V1Deployment(
@@ -119,13 +126,15 @@ def test_a_deployment_gets_a_replica_set_and_a_pending_pod(kube_admin, unique_na
         spec=k8s.V1DeploymentSpec(replicas=1, selector=k8s.V1LabelSelector(match_labels=labels),
                                   template=k8s.V1PodTemplateSpec(
                                       metadata=k8s.V1ObjectMeta(labels=labels),
-                                      spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="main", image="busybox")])))))
+                                      spec=k8s.V1PodSpec(containers=[k8s.V1Container(
+                                          name="main", image="docker.io/qhub-testbed/no-such-image:1")])))))
     replica_sets = wait_for(lambda: apps.list_namespaced_replica_set(unique_namespace).items, 30,
                             "the deployment controller to make a ReplicaSet")
     assert replica_sets[0].metadata.owner_references[0].name == "sleeper"
     pods = wait_for(lambda: core.list_namespaced_pod(unique_namespace).items, 30,
                     "the replicaset controller to make a Pod")
-    assert pods[0].status.phase == "Pending"  # no scheduler, no kubelet
+    # Pending either way: without a node nothing schedules it, on the node its image cannot be pulled.
+    assert pods[0].status.phase == "Pending"
 
 
 def test_the_prefect_server_answers(testbed):
@@ -149,7 +158,7 @@ def test_an_existing_cluster_is_used_without_starting_one(testbed, monkeypatch):
 # --- test beds of their own ------------------------------------------------------------------------------
 
 def test_stop_leaves_no_process_behind_and_a_component_restarts_with_its_data():
-    bed = Testbed().start()
+    bed = Testbed(components=("kube", "prefect")).start()  # the machine's one node is the shared test bed's
     try:
         groups = group_ids_with_members(bed.processes().values())
         assert set(bed.processes()) == {"etcd", "kube-apiserver", "kube-controller-manager", "prefect-server"}
