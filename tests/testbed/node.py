@@ -66,8 +66,8 @@ SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/pa
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw")
 # Chains the kubelet, kube-proxy and CNI plugins make; nothing else on a test machine uses these prefixes.
 OWN_CHAIN = re.compile(r"^(KUBE-|CNI-)")
-NODE_PROCESS_NAMES = ("kubelet", "kube-proxy", "kube-scheduler", "containerd", "containerd-shim", "containerd-shim-runc-v2",
-                      "docker-registry")
+NODE_PROCESS_NAMES = ("kubelet", "kube-proxy", "kube-scheduler", "containerd", "containerd-shim",
+                      "containerd-shim-runc-v2", "docker-registry")
 # /proc/PID/comm is cut to 15 characters.
 NODE_COMMS = {name[:15] for name in NODE_PROCESS_NAMES}
 STATE_FILE = "node.json"
@@ -234,7 +234,8 @@ def containerd_config(run_dir, cni_conf_dir, registries):
         # and no pull ever goes to the internet (registry.mirrors would fall back to registry-1.docker.io).
         directory = paths["hosts"] / host
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "hosts.toml").write_text(f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n')
+        (directory / "hosts.toml").write_text(
+            f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n')
     text = f"""\
 version = 2
 root = "{paths['root']}"
@@ -356,7 +357,8 @@ def build_node_images(cache_dir, kube_source_tree, log):
     pause_c = Path(kube_source_tree) / "build" / "pause" / "linux" / "pause.c"
     probe_c = Path(__file__).resolve().parent / "probe.c"
     if not pause_c.is_file():
-        raise NodeError(f"no {pause_c}: the Kubernetes source tree is missing (run tests/testbed/install-control-plane.sh)")
+        raise NodeError(f"no {pause_c}: the Kubernetes source tree is missing "
+                        f"(run tests/testbed/install-control-plane.sh)")
     recipe = hashlib.sha256(pause_c.read_bytes() + probe_c.read_bytes()
                             + Path(__file__).read_bytes()).hexdigest()[:16]
     pause_tar = cache_dir / f"pause-{recipe}.tar"
