@@ -16,7 +16,8 @@ export KUBE_BIN_DIR
 say "node packages (containerd, runc, CNI plugins, iptables, the image registry, skopeo)"
 bash tests/testbed/install-node.sh
 say "virtual environments (.venv for Ansible and tests; a separate one for the Prefect server)"
-PY=$(bash tests/testbed/install-venvs.sh | head -n1)
+# sed, not head: head exits after one line, and under pipefail the script's SIGPIPE on the second fails setup.
+PY=$(bash tests/testbed/install-venvs.sh | sed -n 1p)
 export PATH="$REPO/.venv/bin:$PATH"
 mkdir -p .collections/ansible_collections/qhub
 [[ -e .collections/ansible_collections/qhub/prefect ]] || ln -s ../../.. .collections/ansible_collections/qhub/prefect

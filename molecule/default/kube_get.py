@@ -8,15 +8,15 @@ Exit status 1, with the API's answer on stderr, when the object is not there.
 import json
 import sys
 
-from kubernetes import config
+from kubernetes import config, dynamic
 from kubernetes.client.rest import ApiException
 
 
 def main(path):
+    # The dynamic client's request() takes a raw path, and keeps its signature across client versions.
     with config.new_client_from_config() as api_client:
         try:
-            data = api_client.call_api(path, "GET", auth_settings=["BearerToken"], response_type="object",
-                                       _return_http_data_only=True)
+            data = dynamic.DynamicClient(api_client).request("GET", path).to_dict()
         except ApiException as error:
             print(f"GET {path}: {error.status} {error.reason}: {error.body}", file=sys.stderr)
             return 1
