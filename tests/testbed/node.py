@@ -169,6 +169,9 @@ def check_ports():
     taken = []
     for name, port in PORTS.items():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the servers do: connections of the last test bed in TIME_WAIT do not hold the port,
+            # a listener does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((GATEWAY, port))
             except OSError as error:
