@@ -39,7 +39,11 @@ from tests.testbed.testbed import Testbed
 
 @pytest.fixture(scope="session")
 def testbed():
-    """A running test bed: Kubernetes control plane and Prefect server (see tests/testbed/testbed.py)."""
+    """A running test bed: Kubernetes control plane, its node, and Prefect server (see tests/testbed/testbed.py).
+
+    The node is the default; QHUB_PREFECT_TESTBED_NODE=0 starts the control plane alone, and the tests that
+    need pods to run skip (testbed.node is None).
+    """
     shared_dir = os.environ.get("QHUB_PREFECT_TESTBED_DIR")
     if shared_dir:
         shared = Testbed.attach(shared_dir)
