@@ -13,6 +13,8 @@ fi
 say "control plane binaries (built from Debian's kubernetes source once, then cached)"
 KUBE_BIN_DIR=$(bash tests/testbed/install-control-plane.sh)
 export KUBE_BIN_DIR
+say "image build tools (mmdebstrap; tests/testbed/images.py builds the node's images with them)"
+bash tests/testbed/install-image-tools.sh
 say "virtual environments (.venv for Ansible and tests; a separate one for the Prefect server)"
 PY=$(bash tests/testbed/install-venvs.sh | head -n1)
 export PATH="$REPO/.venv/bin:$PATH"
