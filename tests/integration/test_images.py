@@ -13,8 +13,10 @@ import signal
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -39,10 +41,12 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def _archive_contents(archive):
+def _archive_contents(archive, layer_digest=False):
     with tarfile.open(archive) as tar:
         manifest = json.load(tar.extractfile("manifest.json"))
         config = json.load(tar.extractfile(manifest[0]["Config"]))
+        if not layer_digest:
+            return manifest, config, None
         digest = hashlib.sha256()
         layer = tar.extractfile(manifest[0]["Layers"][0])
         for block in iter(lambda: layer.read(1 << 20), b""):
@@ -80,7 +84,7 @@ def test_build_images_returns_every_reference_and_a_warm_call_is_fast(built, tmp
 
 def test_prefect3_archive_is_a_docker_archive_with_prefects_entrypoint(built):
     image = built["prefect3"]
-    manifest, config, layer_digest = _archive_contents(image.archive)
+    manifest, config, layer_digest = _archive_contents(image.archive, layer_digest=True)
     assert len(manifest) == 1
     assert "docker.io/prefecthq/prefect:3-python3.11-kubernetes" in manifest[0]["RepoTags"]
     assert config["rootfs"]["diff_ids"] == [layer_digest]
@@ -115,13 +119,52 @@ def test_prefect3_worker_runs_as_the_pods_run_it(built):
     assert lines[-1] == "writable"
 
 
+class _RecordingAPI(ThreadingHTTPServer):
+    """Records what reaches it; answers every request with an empty JSON list."""
+
+    def __init__(self):
+        self.received = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                api.received.append((self.command, self.path, self.rfile.read(length).decode("utf-8", "replace")))
+                self.send_response(201 if self.command == "POST" else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"[]")
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+
 def test_prefect3_entrypoint_runs_extra_pip_packages_before_the_command(built):
-    """Prefect's entrypoint installs EXTRA_PIP_PACKAGES first; on a read-only root that fails and says why."""
+    """Prefect's entrypoint installs EXTRA_PIP_PACKAGES with uv first; when that fails it prints uv's log, sends
+    it to the Prefect API and exits with uv's status instead of running the command. uv runs offline here (no
+    request leaves the machine); the API is a local recorder."""
     rootfs = built["prefect3"].rootfs
-    result = _run(rootfs, ["/opt/prefect/entrypoint.sh", "echo", "the command ran"],
-                  env={"EXTRA_PIP_PACKAGES": "qhub-prefect-no-such-package"})
-    assert "+uv pip install qhub-prefect-no-such-package" in result.stdout
-    assert result.returncode != 0 and "the command ran" not in result.stdout
+    api = _RecordingAPI()
+    try:
+        result = _run(rootfs, ["/opt/prefect/entrypoint.sh", "echo", "the command ran"],
+                      env={"EXTRA_PIP_PACKAGES": "--offline qhub-prefect-no-such-package",
+                           "PREFECT_API_URL": "http://127.0.0.1:%d/api" % api.server_address[1],
+                           "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"})
+    finally:
+        api.shutdown()
+        api.server_close()
+    assert "+uv pip install --offline qhub-prefect-no-such-package" in result.stdout
+    assert "qhub-prefect-no-such-package was not found" in result.stdout
+    assert "command not found" not in result.stderr, result.stderr  # `python` exists, as in Prefect's image
+    assert result.returncode not in (0, 127) and "the command ran" not in result.stdout
+    sent = [body for method, path, body in api.received if method == "POST" and path == "/api/logs/"]
+    assert sent and "qhub-prefect-no-such-package was not found" in sent[0], api.received
     plain = _run(rootfs, ["/opt/prefect/entrypoint.sh", "echo", "the command ran"])
     assert plain.returncode == 0 and plain.stdout.strip() == "the command ran"
 

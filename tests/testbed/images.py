@@ -44,6 +44,7 @@ Needs root, mmdebstrap (tests/testbed/install-image-tools.sh), chroot and GNU ta
 import argparse
 import dataclasses
 import datetime
+import fcntl
 import glob
 import hashlib
 import io
@@ -63,10 +64,12 @@ CACHE = Path(os.environ.get("QHUB_PREFECT_CACHE") or Path.home() / ".cache" / "q
 DEFAULT_IMAGE_CACHE = CACHE / "images"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # Bump when the build procedure (not a recipe) changes in a way that changes images.
-BUILDER_REVISION = 1
+BUILDER_REVISION = 2
 UID = 1000
 # Layer file times; a fixed value keeps a rebuilt layer's digest equal when nothing else changed.
 SOURCE_DATE_EPOCH = 1700000000
+# The uv Prefect's Dockerfile copies in; also what installs every image's packages here.
+UV_REQUIREMENT = "uv==0.12.5"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # PrefectHQ/prefect scripts/entrypoint.sh (Apache-2.0), as the 3.x images run it.
@@ -216,7 +219,8 @@ def recipes(venv=None):
         raise ImageBuildError("no prefect installed in the test bed's server venv %s: the worker image must hold "
                               "the same version (run tests/testbed/install-venvs.sh first)" % venv)
     kubernetes3 = installed_version(venv, "prefect-kubernetes")
-    base_debs = ("python3", "python3-pip", "tini", "ca-certificates")
+    # python-is-python3: the python:slim images Prefect builds on have `python`, and its entrypoint calls it.
+    base_debs = ("python3", "python-is-python3", "python3-pip", "tini", "ca-certificates")
     labels3 = {"maintainer": "qhub-prefect test bed", "io.prefect.python-version": "3.11",
                "org.label-schema.name": "prefect", "org.label-schema.version": prefect3,
                "org.label-schema.schema-version": "1.0",
@@ -227,7 +231,7 @@ def recipes(venv=None):
         name="prefect3", suite="bookworm", python="3.11", debs=base_debs,
         requirements=("prefect==%s" % prefect3,
                       "prefect-kubernetes==%s" % kubernetes3 if kubernetes3 else "prefect-kubernetes",
-                      "uv==0.12.5"),
+                      UV_REQUIREMENT),
         constraints=(),
         files=(("/opt/prefect/entrypoint.sh", 0o755, PREFECT3_ENTRYPOINT),
                ("/opt/prefect/flows/hello.py", 0o644, HELLO_FLOW)),
@@ -343,6 +347,8 @@ def _base_rootfs(recipe, cache_dir, log):
         started = time.monotonic()
         _must(log, ["mmdebstrap", "--mode=root", "--variant=minbase", "--format=directory",
                     "--aptopt=Acquire::Check-Valid-Until \"false\"", "--aptopt=Acquire::Retries \"3\"",
+                    # The root filesystem is thrown away if the build fails: no need for dpkg's fsyncs.
+                    "--dpkgopt=force-unsafe-io",
                     "--include=" + ",".join(recipe.debs), "--skip=download/empty",
                     # Debian packages are kept across builds: copied in before apt runs, copied back after.
                     "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
@@ -360,9 +366,9 @@ def _base_rootfs(recipe, cache_dir, log):
         log.say("base %s in %.0f s" % (base.name, time.monotonic() - started))
         for other in (cache_dir / "base").glob(recipe.suite + "-*"):
             if other != base:
-                shutil.rmtree(other, ignore_errors=True)
+                remove_tree(other)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
     return base
 
 
@@ -374,6 +380,10 @@ def _chroot(root, argv, env, userspec=None):
 
 
 def _install_python_packages(recipe, root, cache_dir, log):
+    """pip downloads (only what the wheelhouse lacks), uv installs from the wheelhouse offline.
+
+    uv is what Prefect's Dockerfile installs with, and it installs and byte-compiles in parallel: about half
+    pip's time here. The Prefect 1 recipes get the same packages; uv is removed from them afterwards."""
     wheels = cache_dir / "wheels" / recipe.suite
     wheels.mkdir(parents=True, exist_ok=True)
     build = root / "tmp" / "build"
@@ -381,22 +391,35 @@ def _install_python_packages(recipe, root, cache_dir, log):
     shutil.copytree(wheels, build / "wheels", dirs_exist_ok=True)
     (build / "requirements.txt").write_text("\n".join(recipe.requirements) + "\n")
     (build / "constraints.txt").write_text("\n".join(recipe.constraints) + "\n")
+    (build / "uv.txt").write_text(UV_REQUIREMENT + "\n")
     for marker in root.glob("usr/lib/python3*/EXTERNALLY-MANAGED"):
-        # A container is the whole environment: pip installs system-wide, as in the python:slim images Prefect
+        # A container is the whole environment: packages go system-wide, as in the python:slim images Prefect
         # builds on (and as the entrypoint's EXTRA_PIP_PACKAGES install does).
         marker.unlink()
     env = _pip_env(root)
     pip = ["python3", "-m", "pip"]
+    find = ["--find-links", "/tmp/build/wheels"]
     reqs = ["-r", "/tmp/build/requirements.txt", "-c", "/tmp/build/constraints.txt"]
-    offline = pip + ["install", "--no-index", "--find-links", "/tmp/build/wheels"] + reqs
-    if log.run(_chroot(root, offline, env)) != 0:
+    uv_install = ["uv", "pip", "install", "--system", "--offline", "--no-index", "--compile-bytecode"] + find + reqs
+
+    def download(requirements):
         log.say("the wheelhouse lacks something: downloading into it")
-        _must(log, _chroot(root, pip + ["wheel", "--wheel-dir", "/tmp/build/wheels", "--find-links",
-                                        "/tmp/build/wheels"] + reqs, env), "pip wheel for %s" % recipe.name)
+        _must(log, _chroot(root, pip + ["wheel", "--wheel-dir", "/tmp/build/wheels"] + find + requirements, env),
+              "pip wheel for %s" % recipe.name)
         for wheel in (build / "wheels").iterdir():
             if not (wheels / wheel.name).exists():
                 shutil.copyfile(wheel, wheels / wheel.name)
-        _must(log, _chroot(root, offline, env), "pip install for %s" % recipe.name)
+
+    uv = pip + ["install", "--no-index"] + find + ["-r", "/tmp/build/uv.txt"]
+    if log.run(_chroot(root, uv, env)) != 0:
+        download(["-r", "/tmp/build/uv.txt"])
+        _must(log, _chroot(root, uv, env), "installing uv for %s" % recipe.name)
+    uv_env = dict(env, UV_LINK_MODE="copy", UV_NO_CACHE="1")
+    if log.run(_chroot(root, uv_install, uv_env)) != 0:
+        download(reqs)
+        _must(log, _chroot(root, uv_install, uv_env), "uv pip install for %s" % recipe.name)
+    if UV_REQUIREMENT not in recipe.requirements:
+        _must(log, _chroot(root, pip + ["uninstall", "--yes", "uv"], env), "removing uv from %s" % recipe.name)
     _must(log, _chroot(root, pip + ["check"], env), "pip check for %s" % recipe.name)
     shutil.rmtree(build)
 
@@ -510,8 +533,7 @@ def _paths(recipe, cache_dir):
 def build_image(recipe, cache_dir, log):
     paths = _paths(recipe, cache_dir)
     started = time.monotonic()
-    if paths["stamp"].exists() and paths["archive"].exists() and paths["rootfs"].is_dir() and (
-            not recipe.private_references or paths["private"].exists()):
+    if _cached(recipe, cache_dir):
         return Image(recipe, recipe.key(), paths["archive"], paths["private"], paths["rootfs"], False,
                      time.monotonic() - started)
     log.say("building %s (recipe %s)" % (recipe.name, recipe.key()))
@@ -531,7 +553,7 @@ def build_image(recipe, cache_dir, log):
         if recipe.private_references:
             _write_archive(paths["private"], layer, layer_digest, config, recipe.private_references)
         if paths["rootfs"].exists():
-            shutil.rmtree(paths["rootfs"])
+            remove_tree(paths["rootfs"])
         os.rename(root, paths["rootfs"])
         seconds = time.monotonic() - started
         paths["stamp"].write_text(json.dumps({"recipe": dataclasses.asdict(recipe), "key": recipe.key(),
@@ -539,7 +561,7 @@ def build_image(recipe, cache_dir, log):
                                               "built": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1) + "\n")
         log.say("built %s in %.0f s" % (recipe.name, seconds))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
     _prune(recipe, cache_dir)
     return Image(recipe, recipe.key(), paths["archive"], paths["private"], paths["rootfs"], True, seconds)
 
@@ -550,7 +572,7 @@ def _prune(recipe, cache_dir):
     for path in cache_dir.glob(recipe.name + "-*"):
         if path in keep.values() or not re.match(re.escape(recipe.name) + r"-[0-9a-f]{16}(\.|-private\.)", path.name):
             continue
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+        remove_tree(path) if path.is_dir() else path.unlink()
 
 
 def pod_like_command(rootfs, argv, env, writable=("/tmp", "/home/prefect")):
@@ -571,11 +593,48 @@ def pod_like_command(rootfs, argv, env, writable=("/tmp", "/home/prefect")):
             "sh", "-c", script, "sh", str(rootfs)] + [str(a) for a in argv]
 
 
+def _mounts_below(path):
+    prefix = os.path.realpath(path).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if (point + "/").startswith(prefix):
+                found.append(point)
+    return found
+
+
+def remove_tree(path):
+    """rm -r that first unmounts whatever an interrupted build left mounted below ``path`` (mmdebstrap mounts
+    /proc, /sys and /dev pieces in the chroot while it runs); it never deletes through a mount."""
+    for point in sorted(_mounts_below(path), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], check=False)
+    if _mounts_below(path):
+        raise ImageBuildError("%s still has mounts below it; not removing it" % path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _cached(recipe, cache_dir):
+    paths = _paths(recipe, cache_dir)
+    return paths["stamp"].exists() and paths["archive"].exists() and paths["rootfs"].is_dir() and (
+        not recipe.private_references or paths["private"].exists())
+
+
 def build_all(cache_dir, log, names=None):
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     logger = Log(log)
-    return [build_image(recipe, cache_dir, logger) for recipe in recipes() if names is None or recipe.name in names]
+    wanted = [recipe for recipe in recipes() if names is None or recipe.name in names]
+    if all(_cached(recipe, cache_dir) for recipe in wanted):
+        return [build_image(recipe, cache_dir, logger) for recipe in wanted]
+    # One builder per cache at a time; a second caller waits, then finds the images built.
+    with open(cache_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # Holding the lock, any build directory left is from an interrupted build.
+        for stale in list(cache_dir.glob("build-*")) + list((cache_dir / "base").glob("base-*")):
+            logger.say("removing %s, left by an interrupted build" % stale)
+            remove_tree(stale)
+        return [build_image(recipe, cache_dir, logger) for recipe in wanted]
 
 
 def build_images(cache_dir: Path, log: Path) -> list:
