@@ -15,6 +15,8 @@ KUBE_BIN_DIR=$(bash tests/testbed/install-control-plane.sh)
 export KUBE_BIN_DIR
 say "node packages (containerd, runc, CNI plugins, iptables, the image registry, skopeo)"
 bash tests/testbed/install-node.sh
+say "image build tools (mmdebstrap; tests/testbed/images.py builds the node's images with them)"
+bash tests/testbed/install-image-tools.sh
 say "virtual environments (.venv for Ansible and tests; a separate one for the Prefect server)"
 # sed, not head: head exits after one line, and under pipefail the script's SIGPIPE on the second fails setup.
 PY=$(bash tests/testbed/install-venvs.sh | sed -n 1p)

@@ -2,14 +2,24 @@
 
 Prefect Server 1 is Apollo in front of a Python GraphQL service and Hasura over PostgreSQL; Hasura cannot run
 in this test bed, so the real server cannot either. This small server answers the few operations the
-collection's prefect_project module sends, with the shapes of the real schema (PrefectHQ/server
-``graphql/schema/projects.graphql`` and ``tenants.graphql``, Hasura's ``project(where: ...)``):
+collection's prefect_project module and a Prefect 1.x (and 0.14/0.15) agent send, with the shapes of the real
+schema (PrefectHQ/server ``graphql/schema/projects.graphql``, ``tenants.graphql``, ``agents.graphql``,
+``runs.graphql`` and ``schema.graphql``; Hasura's ``project(where: ...)``):
 
-- queries ``tenant { id name slug }``, ``project(where: {name: {_eq: ...}, tenant_id: {_eq: ...}})`` and, with
-  ``cloud=True`` only, ``auth_info { tenant_id }`` (Prefect Cloud 1; Server has no such field);
+- queries ``tenant { id name slug }``, ``project(where: {name: {_eq: ...}, tenant_id: {_eq: ...}})``, ``hello``
+  (the agent's connection test) and, with ``cloud=True`` only, ``auth_info { tenant_id }`` (Prefect Cloud 1;
+  Server has no such field);
 - mutations ``create_project(input: create_project_input!)`` (``Uniqueness violation.`` on a duplicate name in a
   tenant), ``set_project_description(input: set_project_description_input!)`` (``Update failed`` for an unknown
-  id) and ``delete_project(input: delete_project_input!)`` (``success: false`` for an unknown id).
+  id) and ``delete_project(input: delete_project_input!)`` (``success: false`` for an unknown id);
+- the agent's ``register_agent(input: register_agent_input!) { id }`` at start (the stand-in keeps the agent, see
+  ``agents()``) and its poll ``get_runs_in_queue(input: get_runs_in_queue_input!) { flow_run_ids }``, which, as
+  in Prefect Server, marks the agent named by the ``X-PREFECT-AGENT-ID`` header as having queried. The stand-in
+  holds no flows and no flow runs, so the queue is always empty and an agent never goes on to its ``flow_run``
+  metadata query or to deploying anything: what it proves is that the agent starts, registers and keeps polling.
+
+``variables`` may be an object or a JSON string (Prefect 1's client sends ``json.dumps(variables)``, which
+Apollo Server 2 accepts).
 
 It parses just enough GraphQL for that (an operation, its variable definitions, fields with arguments and
 selections) and validates what it parses: unknown fields, wrong variable types and missing selections get the
@@ -30,21 +40,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PATHS = ("/", "/graphql")
 ROOT_FIELDS = {
-    "query": {"project": "project", "tenant": "tenant", "auth_info": "auth_info"},
+    "query": {"project": "project", "tenant": "tenant", "auth_info": "auth_info", "hello": "String"},
     "mutation": {"create_project": "project_id_payload", "set_project_description": "project_id_payload",
-                 "delete_project": "success_payload"},
+                 "delete_project": "success_payload", "register_agent": "agent_id_payload",
+                 "get_runs_in_queue": "runs_in_queue_payload"},
 }
+SCALARS = ("String",)
 OBJECT_FIELDS = {
     "project": ("id", "name", "description", "tenant_id", "created", "updated"),
     "tenant": ("id", "name", "slug", "created"),
     "auth_info": ("tenant_id", "user_id", "api_token_scope"),
     "project_id_payload": ("id",),
     "success_payload": ("success", "error"),
+    "agent_id_payload": ("id",),
+    "runs_in_queue_payload": ("flow_run_ids",),
 }
 INPUTS = {  # mutation -> (input type, {field: required})
     "create_project": ("create_project_input", {"tenant_id": True, "name": True, "description": False}),
     "set_project_description": ("set_project_description_input", {"project_id": True, "description": False}),
     "delete_project": ("delete_project_input", {"project_id": True}),
+    "register_agent": ("register_agent_input", {"tenant_id": False, "labels": False, "agent_config_id": False,
+                                                "type": True, "name": False}),
+    "get_runs_in_queue": ("get_runs_in_queue_input", {"tenant_id": True, "before": False, "labels": False}),
 }
 WHERE_FIELDS = {"id": "uuid", "name": "String", "tenant_id": "uuid", "description": "String"}
 
@@ -222,7 +239,7 @@ def _now():
 class Prefect1StandIn:
     """Start with ``start()`` (or ``with``); ``url`` is the GraphQL endpoint, ``requests`` what was received."""
 
-    def __init__(self, token=None, tenants=1, cloud=False, port=0):
+    def __init__(self, token=None, tenants=1, cloud=False, port=0, host="127.0.0.1"):
         self.token = token
         self.cloud = cloud
         self.lock = threading.Lock()
@@ -230,6 +247,8 @@ class Prefect1StandIn:
         self.tenants = [{"id": str(uuid.uuid4()), "name": "default-%d" % i, "slug": "default-%d" % i,
                          "created": _now()} for i in range(tenants)]
         self.projects = {}
+        self.registered_agents = {}
+        self.host = host
         self.port = port
         self.server = None
 
@@ -247,7 +266,7 @@ class Prefect1StandIn:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -267,11 +286,16 @@ class Prefect1StandIn:
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d/graphql" % self.port
+        return "http://%s:%d/graphql" % (self.host, self.port)
 
     def mutations(self):
         with self.lock:
             return [r for r in self.requests if r.get("operation") == "mutation"]
+
+    def agents(self):
+        """The agents that registered, each with ``registered`` and ``last_queried`` (its latest queue poll)."""
+        with self.lock:
+            return [dict(agent) for agent in self.registered_agents.values()]
 
     def add_project(self, name, description=None, tenant_id=None):
         project = {"id": str(uuid.uuid4()), "name": name, "description": description,
@@ -297,7 +321,8 @@ class Prefect1StandIn:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         record = {"path": handler.path, "authorization": handler.headers.get("Authorization"),
-                  "tenant_header": handler.headers.get("X-PREFECT-TENANT-ID"), "operation": None, "fields": [],
+                  "tenant_header": handler.headers.get("X-PREFECT-TENANT-ID"),
+                  "agent_header": handler.headers.get("X-PREFECT-AGENT-ID"), "operation": None, "fields": [],
                   "variables": None}
         with self.lock:
             self.requests.append(record)
@@ -306,6 +331,8 @@ class Prefect1StandIn:
         try:
             payload = json.loads(raw.decode("utf-8"))
             query, variables = payload["query"], payload.get("variables") or {}
+            if isinstance(variables, str):
+                variables = json.loads(variables) or {}
             if not isinstance(query, str) or not isinstance(variables, dict):
                 raise ValueError
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
@@ -363,6 +390,11 @@ class Prefect1StandIn:
                 raise GraphQLError('Unknown argument "%s" on field "%s".' % (sorted(field.args)[0], field.name))
 
     def _validate_selection(self, field, type_name):
+        if type_name in SCALARS:
+            if field.selections is not None:
+                raise GraphQLError('Field "%s" must not have a selection since type "%s" has no subfields.' % (
+                    field.name, type_name))
+            return
         if field.selections is None:
             raise GraphQLError('Field "%s" of type "%s" must have a selection of subfields.' % (field.name, type_name))
         for sub in field.selections:
@@ -414,6 +446,8 @@ class Prefect1StandIn:
     def _resolve(self, kind, field, variables, handler):
         args = substitute(field.args, variables)
         with self.lock:
+            if field.name == "hello":
+                return "Hello!"
             if field.name == "tenant":
                 return [dict(t) for t in self.tenants]
             if field.name == "auth_info":
@@ -424,6 +458,8 @@ class Prefect1StandIn:
                 return [dict(p) for p in self.projects.values()
                         if all(p.get(key) == cond["_eq"] for key, cond in where.items())]
             data = args["input"]
+            if field.name in ("register_agent", "get_runs_in_queue"):
+                return self._agent_operation(field.name, data, handler.headers.get("X-PREFECT-AGENT-ID"))
             if field.name == "create_project":
                 if not any(t["id"] == data["tenant_id"] for t in self.tenants):
                     raise GraphQLError("Foreign key violation.", "INTERNAL_SERVER_ERROR")
@@ -444,9 +480,27 @@ class Prefect1StandIn:
                 return {"success": self.projects.pop(data["project_id"], None) is not None, "error": None}
         raise GraphQLError("unreachable")
 
+    def _agent_operation(self, name, data, agent_id):
+        # Called with the lock held.
+        tenant_id = data.get("tenant_id")
+        if tenant_id is not None and not any(t["id"] == tenant_id for t in self.tenants):
+            raise GraphQLError("Foreign key violation.", "INTERNAL_SERVER_ERROR")
+        if name == "register_agent":
+            if data.get("agent_config_id") is not None:  # no agent configs exist here
+                raise GraphQLError("Foreign key violation.", "INTERNAL_SERVER_ERROR")
+            agent = {"id": str(uuid.uuid4()), "type": data["type"], "name": data.get("name"),
+                     "labels": list(data.get("labels") or []), "tenant_id": tenant_id or self.tenants[0]["id"],
+                     "registered": _now(), "last_queried": None, "queries": 0}
+            self.registered_agents[agent["id"]] = agent
+            return {"id": agent["id"]}
+        agent = self.registered_agents.get(agent_id or "")
+        if agent is not None:
+            agent["last_queried"], agent["queries"] = _now(), agent["queries"] + 1
+        return {"flow_run_ids": []}
+
     def _select(self, value, field, type_name):
-        if value is None:
-            return None
+        if type_name in SCALARS or value is None:
+            return value
         if isinstance(value, list):
             return [self._select(item, field, type_name) for item in value]
         return {(sub.alias or sub.name): value.get(sub.name) for sub in field.selections}
@@ -466,10 +520,11 @@ def _variables_in(value):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     parser.add_argument("--token")
     parser.add_argument("--cloud", action="store_true", help="answer auth_info like Prefect Cloud 1")
     args = parser.parse_args(argv)
-    standin = Prefect1StandIn(token=args.token, cloud=args.cloud, port=args.port).start()
+    standin = Prefect1StandIn(token=args.token, cloud=args.cloud, port=args.port, host=args.host).start()
     print("Prefect 1 GraphQL stand-in at %s (tenant %s)" % (standin.url, standin.tenants[0]["id"]), flush=True)
     try:
         threading.Event().wait()
