@@ -101,7 +101,9 @@ class Bench:
 
     def deploy(self, config, pool):
         return [str(OURS_BIN / "ansible-playbook"), "playbooks/deploy.yml", "-e",
-                json.dumps({"qhub_config_file": str(config), "qhub_prefect_work_pool": pool})]
+                json.dumps({"qhub_config_file": str(config), "qhub_prefect_work_pool": pool,
+                            # Without a node no pod ever runs, so the rollout wait could only time out.
+                            "qhub_prefect_wait": "node" in self.testbed.components})]
 
     def anchor_playbook(self, namespace):
         """The same objects deploy.yml applies, each in its own kubernetes.core.k8s task."""
