@@ -140,6 +140,8 @@ def _container_images(pod):
 def pod_problems(pod):
     """What keeps one pod from being ready, from its status (no further reads)."""
     meta, status = pod["metadata"], pod.get("status") or {}
+    if status.get("phase") in TERMINAL_PHASES:
+        return []  # an evicted or finished pod runs no more; the ReplicaSet has replaced it
     if _is_terminating(pod):
         return [Problem("terminating", "is still terminating (deletion requested, grace period %ss); a pod of an "
                         "older ReplicaSet must stop before the Recreate strategy starts new ones, and only the "

@@ -327,3 +327,6 @@ def test_every_fixture_pod_has_one_named_problem_and_the_ready_one_none():
                        (fx.readiness_failing, "unready"), (fx.kubelet_silent, "silent"),
                        (fx.old_terminating, "terminating")):
         assert [p.kind for p in pod_problems(make())] == [kind], make.__name__
+    evicted = fx.pod(phase="Failed", node=fx.NODE)
+    evicted["status"].update(reason="Evicted", message="The node was low on resource: memory.")
+    assert pod_problems(evicted) == []
