@@ -134,7 +134,8 @@ def _condition(pod, kind):
 
 def _container_images(pod):
     spec = pod.get("spec") or {}
-    return dict((c["name"], c.get("image")) for c in (spec.get("initContainers") or []) + (spec.get("containers") or []))
+    containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+    return dict((c["name"], c.get("image")) for c in containers)
 
 
 def pod_problems(pod):
@@ -294,7 +295,9 @@ class RolloutWaiter:
         query = [("fieldSelector", quote(selector, safe=""))]
         try:
             data = self.client.request("GET", "/api/v1/namespaces/%s/events" % self.namespace, query=query)[1]
-        except KubeError:
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
             return []  # events only explain; a deployer that may not read them still gets the pod's own story
         return (data or {}).get("items") or []
 
@@ -348,7 +351,8 @@ class RolloutWaiter:
                 restarts = next((s.get("restartCount", 0) for s in statuses if s.get("name") == problem.container), 0)
                 state = next((s.get("state") or {} for s in statuses if s.get("name") == problem.container), {})
                 # The container that exited is the previous one once the kubelet has restarted it.
-                text += "; " + self._log_tail(pod, problem.container, previous=restarts > 0 and "terminated" not in state)
+                previous = restarts > 0 and "terminated" not in state
+                text += "; " + self._log_tail(pod, problem.container, previous=previous)
             lines.append(text)
         events = warning_lines(self._events(pod), self.mask)
         if events:
