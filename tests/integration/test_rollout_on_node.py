@@ -5,6 +5,7 @@ half-applied), and the next run with the fault gone converges. Skipped on a test
 (tests/node.py): without a kubelet no pod ever runs.
 """
 
+import inspect
 import threading
 import time
 
@@ -14,6 +15,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from tests.ansible_cli import run_module, run_playbook
+from tests.testbed.prefect1_standin import Prefect1StandIn
 from tests.worker_process import prefect_api, wait_for
 
 NAME = "prefect-worker"
@@ -62,9 +64,9 @@ def owned_kinds(api_client, namespace):
         ("Deployment", apps.list_namespaced_deployment)) if listing(namespace, label_selector=selector).items)
 
 
-def live_pods(api_client, namespace):
+def live_pods(api_client, namespace, name=NAME):
     pods = k8s.CoreV1Api(api_client).list_namespaced_pod(
-        namespace, label_selector="app.kubernetes.io/instance=%s" % NAME).items
+        namespace, label_selector="app.kubernetes.io/instance=%s" % name).items
     return [p for p in pods if p.metadata.deletion_timestamp is None]
 
 
@@ -208,3 +210,17 @@ def test_the_kubelet_stopped_during_a_rollout_fails_within_the_timeout_naming_it
     converged = deployer.run(env_vars={"ENVIRONMENT": "node-test-2"})
     assert converged.rc == 0, converged
     assert [is_ready(p) for p in live_pods(kube_admin, unique_namespace)] == [True]
+
+
+def test_the_prefect1_agent_pod_is_ready_through_its_own_health_endpoint(node, kube_admin, unique_namespace):
+    if "host" not in inspect.signature(Prefect1StandIn).parameters:
+        pytest.skip("the Prefect 1 stand-in cannot yet listen on an address pods reach (no host parameter)")
+    with Prefect1StandIn(host=node.host) as standin:
+        args = {"namespace": unique_namespace, "image": "prefecthq/prefect:1.4.1-python3.9", "api_key": TOKEN,
+                "api_url": standin.url, "kubeconfig": node.kubeconfig, "wait": True, "wait_timeout": TIMEOUT}
+        deployed = run_module("prefect_agent_config", args, timeout=TIMEOUT + 120)
+    assert deployed.rc == 0, deployed
+    pods = live_pods(kube_admin, unique_namespace, name="prefect-agent")
+    assert [is_ready(p) for p in pods] == [True]
+    probe = pods[0].spec.containers[0].readiness_probe.http_get
+    assert (probe.path, probe.port) == ("/api/health", 8080)
