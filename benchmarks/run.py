@@ -229,7 +229,8 @@ def write_scale_playbook(work, configs, pool_prefix):
         "name": "Many agents", "hosts": "localhost", "connection": "local", "gather_facts": False,
         "tasks": [{"name": "Deploy one agent per config", "ansible.builtin.include_role": {
             "name": "qhub.prefect.prefect_agent"}, "loop": configs, "loop_control": {"index_var": "index"},
-            "vars": {"qhub_prefect_config_file": "{{ item }}",
+            # The collection's own cost per agent: on a node, waiting would time how fast it starts N pods.
+            "vars": {"qhub_prefect_config_file": "{{ item }}", "qhub_prefect_wait": False,
                      "qhub_prefect_work_pool": "%s-{{ index }}" % pool_prefix}}]}]))
     return path
 
