@@ -14,7 +14,7 @@ say "control plane binaries (built from Debian's kubernetes source once, then ca
 KUBE_BIN_DIR=$(bash tests/testbed/install-control-plane.sh)
 export KUBE_BIN_DIR
 say "virtual environments (.venv for Ansible and tests; a separate one for the Prefect server)"
-PY=$(bash tests/testbed/install-venvs.sh | head -n1)
+PY=$(bash tests/testbed/install-venvs.sh | sed -n 1p)
 export PATH="$REPO/.venv/bin:$PATH"
 mkdir -p .collections/ansible_collections/qhub
 [[ -e .collections/ansible_collections/qhub/prefect ]] || ln -s ../../.. .collections/ansible_collections/qhub/prefect
