@@ -68,10 +68,16 @@ def run_module(module, args, env=None, check=False, diff=False, verbosity=0, tim
 
 
 def run_playbook(playbook, extra_vars=None, env=None, check=False, diff=False, verbosity=0, timeout=600,
-                 extra_args=()):
+                 extra_args=(), wait=False):
+    """Run a playbook; the role's rollout wait is off unless ``wait`` (or the extra vars) turn it on.
+
+    Most tests are about the objects, not the pods: on a test bed with a node each would otherwise wait
+    for a real pod, and without a node the wait could only time out. Tests about the rollout pass wait=True.
+    """
     command = [str(BIN / "ansible-playbook"), str(playbook)]
-    if extra_vars:
-        command += ["-e", json.dumps(extra_vars)]
+    extra_vars = dict(extra_vars or {})
+    extra_vars.setdefault("qhub_prefect_wait", bool(wait))
+    command += ["-e", json.dumps(extra_vars)]
     if check:
         command.append("--check")
     if diff:

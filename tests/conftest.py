@@ -34,6 +34,7 @@ for path in (str(COLLECTIONS), str(REPO)):
         sys.path.insert(0, path)
 
 # Imported only now: it needs the repository on sys.path.
+from tests.node import NO_NODE_REASON, has_node
 from tests.testbed.testbed import Testbed
 
 
@@ -92,3 +93,11 @@ def unique_namespace(kube_admin):
     except ApiException as error:
         if error.status != 404:
             raise
+
+
+@pytest.fixture
+def node(testbed):
+    """The test bed, for a test about running pods; skipped on a control-plane-only test bed."""
+    if not has_node(testbed):
+        pytest.skip(NO_NODE_REASON)
+    return testbed

@@ -11,17 +11,16 @@ import os
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
-    Applier, KubeError, object_path, wait_for_rollout,
-)
+from ansible_collections.qhub.prefect.plugins.module_utils._kube import Applier, KubeError, object_path
 from ansible_collections.qhub.prefect.plugins.module_utils._kube_common import kube_auth_argument_spec, kube_client
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
     DEFAULT_IMAGE, PREFECT1, ConfigError, generation_of_image, parse_overrides, resolve_secret_ref,
     validate_image, validate_namespace,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._render import (
-    AgentSpec, owned_object_stubs, render_objects,
+    AgentSpec, owned_object_stubs, render_objects, secret_data,
 )
+from ansible_collections.qhub.prefect.plugins.module_utils._rollout import wait_for_rollout
 
 KUBE_SYSTEM = "/api/v1/namespaces/kube-system"
 
@@ -149,9 +148,12 @@ def run(module):
                 applier.delete_owned(stub, spec.name)
         else:
             objects, applied = apply_present(applier, spec, params)
+            # Check mode changed nothing, so there is no rollout to wait for.
             if params["wait"] and not module.check_mode:
-                # The Deployment as the apply left it: an unchanged, rolled-out one needs no further read.
-                wait_for_rollout(client, objects[-1], params["wait_timeout"], current=applied[-1])
+                # The Deployment as the apply left it: an unchanged, available one needs no further read.
+                # The Secret's values are masked in whatever the pods say (their logs above all).
+                wait_for_rollout(client, objects[-1], params["wait_timeout"], current=applied[-1],
+                                 secrets=secret_data(spec).values())
     except KubeError as exc:
         module.fail_json(msg=str(exc), objects=_summary(applier), api_requests=client.requests, **result)
     result.update(changed=applier.changed, objects=_summary(applier), api_requests=client.requests)

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import ssl
-import time
 
 try:
     import urllib3
@@ -107,9 +106,9 @@ class KubeClient:
         else:
             self.pool = urllib3.PoolManager(**pool_args)
 
-    def request(self, method, path, query=None, body=None, content_type="application/json"):
+    def request(self, method, path, query=None, body=None, content_type="application/json", accept="application/json"):
         """(status, decoded JSON or None); raises KubeError for transport errors and HTTP >= 400."""
-        headers = {"Accept": "application/json", "User-Agent": "qhub.prefect"}
+        headers = {"Accept": accept, "User-Agent": "qhub.prefect"}
         headers.update(self.credentials.auth_headers())
         payload = None
         if body is not None:
@@ -124,6 +123,8 @@ class KubeClient:
         except urllib3.exceptions.HTTPError as exc:
             raise KubeError("cannot reach the Kubernetes API server at %s: %s" % (self.host, exc))
         data = None
+        if accept != "application/json" and response.status < 400:
+            return response.status, response.data.decode("utf-8", "replace")
         if response.data:
             try:
                 data = json.loads(response.data.decode("utf-8"))
@@ -133,6 +134,10 @@ class KubeClient:
             message = (data or {}).get("message") or "HTTP %d" % response.status
             raise KubeError(message, status=response.status, body=data)
         return response.status, data
+
+    def text(self, path, query=None):
+        """A plain-text resource (a pod's log) as a string."""
+        return self.request("GET", path, query=query, accept="text/plain")[1]
 
     def get(self, path):
         try:
@@ -394,30 +399,3 @@ class Applier:
             })
         return out
 
-
-def deployment_rolled_out(deployment):
-    status = deployment.get("status") or {}
-    wanted = deployment.get("spec", {}).get("replicas", 1)
-    return (status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
-            and status.get("updatedReplicas", 0) >= wanted)
-
-
-def wait_for_rollout(client, manifest, timeout, interval=1.0, clock=time.monotonic, sleep=time.sleep, current=None):
-    """Wait until the controller has observed the Deployment and created its updated pods.
-
-    ``current`` is the Deployment as last read or applied; when it is already rolled out, nothing is read.
-    """
-    if current is not None and deployment_rolled_out(current):
-        return current
-    deadline = clock() + timeout
-    path = object_path(manifest)
-    while True:
-        deployment = client.get(path)
-        if deployment is not None and deployment_rolled_out(deployment):
-            return deployment
-        if clock() >= deadline:
-            conditions = ((deployment or {}).get("status") or {}).get("conditions") or []
-            said = "; ".join("%s=%s (%s: %s)" % (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
-                             for c in conditions) or "no conditions reported: is kube-controller-manager running?"
-            raise KubeError("%s did not roll out within %s s. Its conditions: %s" % (describe(manifest), timeout, said))
-        sleep(interval)

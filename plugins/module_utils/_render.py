@@ -249,6 +249,21 @@ def worker_args(spec):
     return args
 
 
+def probes(path):
+    """Startup, readiness and liveness checks of the agent's or worker's health endpoint.
+
+    Importing Prefect and reaching the API takes 20 to 40 s on a small (2-core) node, more while flow-run
+    pods start beside it: the startup probe allows 3 minutes before liveness takes over, so a slow start
+    is not killed and restarted into a crash loop. Readiness is what the role's rollout wait waits for.
+    """
+    check = {"httpGet": {"path": path, "port": PROBE_PORT}, "timeoutSeconds": 5}
+    return {
+        "startupProbe": dict(check, periodSeconds=5, failureThreshold=36),
+        "readinessProbe": dict(check, periodSeconds=10, failureThreshold=3),
+        "livenessProbe": dict(check, periodSeconds=30, failureThreshold=3),
+    }
+
+
 def render_deployment(spec):
     deployment = _meta(spec, spec.name, "Deployment", "apps/v1")
     env = agent_env(spec) if spec.is_agent else worker_env(spec)
@@ -270,16 +285,16 @@ def render_deployment(spec):
     annotations = {SECRET_DIGEST_ANNOTATION: secret_digest(spec)}
     if spec.is_agent:
         container["args"] = agent_args(spec)
-        container["livenessProbe"] = {"httpGet": {"path": "/api/health", "port": PROBE_PORT},
-                                      "initialDelaySeconds": 40, "periodSeconds": 40, "failureThreshold": 2}
+        # The agent's own health server (PREFECT__CLOUD__AGENT__AGENT_ADDRESS), up once it has reached the API.
+        container.update(probes("/api/health"))
         container["volumeMounts"].append({"name": "job-template", "mountPath": JOB_TEMPLATE_DIR, "readOnly": True})
         volumes.append({"name": "job-template", "configMap": {"name": spec.job_template_name}})
         annotations[JOB_TEMPLATE_DIGEST_ANNOTATION] = digest(prefect1_job_template(spec))
     else:
         container["command"] = ["/usr/bin/tini", "-g", "--", "/opt/prefect/entrypoint.sh"]
         container["args"] = worker_args(spec)
-        container["livenessProbe"] = {"httpGet": {"path": "/health", "port": PROBE_PORT},
-                                      "initialDelaySeconds": 30, "periodSeconds": 30, "failureThreshold": 3}
+        # --with-healthcheck: 200 while the worker polls its pool, 503 once it has stopped polling.
+        container.update(probes("/health"))
     deployment["spec"] = {
         "replicas": spec.replicas,
         # One agent at a time: two would both poll for the same flow runs during a rollout.

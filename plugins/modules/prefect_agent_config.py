@@ -89,11 +89,19 @@ options:
     type: bool
     default: true
   wait:
-    description: Wait until the Deployment is rolled out (its generation observed and its pods updated).
+    description:
+      - Wait until the Deployment is available, its generation observed and as many pods as O(replicas)
+        updated, available and Ready, with no pod of an older ReplicaSet left (not even one terminating).
+      - An unchanged Deployment that is already available costs no further request. Never waits in check mode.
+      - A failure names the cause from the pods, their events and logs (C(ErrImagePull)/C(ImagePullBackOff) with the
+        image, C(CrashLoopBackOff) with the last lines of the container's log, C(CreateContainerConfigError),
+        C(Unschedulable) with the scheduler's message, a failing readiness probe), with the values of O(secret_env)
+        and O(api_key) masked. Image pull failures, crash loops and lasting config errors end the wait early.
+      - Reading the pods, their events and C(pods/log) in O(namespace) is then needed besides the objects' own rights.
     type: bool
     default: false
   wait_timeout:
-    description: Seconds to wait with O(wait). On timeout the error quotes the Deployment's conditions.
+    description: Seconds to wait with O(wait).
     type: int
     default: 120
   force:

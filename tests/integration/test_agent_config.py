@@ -14,6 +14,7 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.ansible_cli import run_module
+from tests.worker_process import wait_for
 
 SECRETS = {"DATABASE_PASSWORD": "canary-db-7f3a", "S3_SECRET": "canary-s3-91bc"}
 TOKEN = "canary-token-55e1"
@@ -178,12 +179,14 @@ def _apply_as(api_client, body, manager):
 
 
 def test_token_rotation_rolls_a_new_replicaset(testbed, kube_admin, unique_namespace):
-    args = args_for(testbed, unique_namespace, wait=True, wait_timeout=60)
+    args = args_for(testbed, unique_namespace)
     assert run_module("prefect_agent_config", args).rc == 0
     apps = k8s.AppsV1Api(kube_admin)
     selector = "app.kubernetes.io/instance=prefect-worker"
-    first = {rs.metadata.name
-             for rs in apps.list_namespaced_replica_set(unique_namespace, label_selector=selector).items}
+    # The controller's ReplicaSet, not the pods: this is about the pod template, node or no node.
+    first = {rs.metadata.name for rs in wait_for(
+        lambda: apps.list_namespaced_replica_set(unique_namespace, label_selector=selector).items, 30,
+        what="the Deployment's first ReplicaSet")}
     assert len(first) == 1
     rotated = run_module("prefect_agent_config", dict(args, api_key="rotated-token"))
     assert rotated.rc == 0 and rotated["changed"] is True, rotated

@@ -49,7 +49,7 @@ def test_two_concurrent_runs_equal_one_run(testbed, kube_admin, unique_namespace
     pool = "conc-" + unique_namespace
     command = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "playbooks/deploy.yml", "-e",
                json.dumps({"qhub_config_file": str(config_file(tmp_path, unique_namespace)),
-                           "qhub_prefect_work_pool": pool})]
+                           "qhub_prefect_work_pool": pool, "qhub_prefect_wait": False})]
     runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for dummy in range(2)]
     outputs = [run.communicate(timeout=300)[0] for run in runs]

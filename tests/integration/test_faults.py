@@ -1,6 +1,7 @@
 """Faults never lose state: the API server dies mid-run, the Prefect API fails; the next run converges."""
 
 import pathlib
+import re
 import threading
 
 import pytest
@@ -8,6 +9,8 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.ansible_cli import run_module, run_playbook
+from tests.node import has_node
+from tests.worker_process import wait_for
 from tests.fault_proxy import FaultProxy
 
 KINDS = ("ServiceAccount", "Role", "RoleBinding", "Secret", "Deployment")
@@ -106,7 +109,20 @@ def test_a_rollout_that_never_happens_times_out_naming_the_cause(testbed, kube_a
     assert stuck.rc != 0, stuck
     assert "did not roll out within 4 s" in stuck["msg"], stuck
     assert "is kube-controller-manager running" in stuck["msg"], stuck
-    # The objects were applied before the wait; with the controller back, the next run only waits.
-    converged = run_module("prefect_agent_config", dict(args, wait_timeout=60))
-    assert converged.rc == 0 and converged["changed"] is False, converged
+    # Nothing half-applied: every object was applied before the wait.
+    assert sorted(owned(kube_admin, unique_namespace)) == sorted(KINDS)
+    if has_node(testbed):
+        # With the controller back, the next run applies nothing and only waits, for a running pod.
+        converged = run_module("prefect_agent_config", dict(args, wait_timeout=180))
+        assert converged.rc == 0 and converged["changed"] is False, converged
+    else:
+        # With the controller back the pod exists, but no node can run it: the wait names that from the pod.
+        core = k8s.CoreV1Api(kube_admin)
+        wait_for(lambda: core.list_namespaced_pod(unique_namespace).items, 60, what="the controller to make the pod")
+        pending = run_module("prefect_agent_config", dict(args, wait_timeout=3))
+        assert pending.rc != 0, pending
+        assert [o["action"] for o in pending["objects"]] == ["unchanged"] * len(KINDS), pending
+        assert "did not roll out within 3 s: 0 of 1 pods available, 0 of 1 pods ready" in pending["msg"], pending
+        assert re.search(r"pod prefect-worker-\S+ (is not scheduled to a node|cannot be scheduled)",
+                         pending["msg"]), pending
     assert len(owned(kube_admin, unique_namespace)["Deployment"]) == 1

@@ -53,7 +53,9 @@ def test_tarball_installs_and_runs_the_collection_playbook(testbed, kube_admin, 
     env.pop("ANSIBLE_CONFIG")
     # Outside the repository, with only the installed collection on the path.
     ran = subprocess.run([str(BIN / "ansible-playbook"), "qhub.prefect.deploy", "-e",
-                          "qhub_config_file=%s" % config, "-e", "qhub_prefect_work_pool=pkg-%s" % unique_namespace],
+                          "qhub_config_file=%s" % config, "-e", "qhub_prefect_work_pool=pkg-%s" % unique_namespace,
+                          # About the package, not the pods (tests/ansible_cli.py run_playbook does the same).
+                          "-e", '{"qhub_prefect_wait": false}'],
                          capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
     assert "changed=2" in ran.stdout

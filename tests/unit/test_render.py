@@ -121,3 +121,22 @@ def test_rotating_a_secret_changes_the_pod_template():
 def test_names_derive_from_the_name_option_so_several_agents_can_share_a_namespace():
     names = set(item["metadata"]["name"] for item in render_objects(spec(PREFECT1, name="team-b")))
     assert names == {"team-b", "team-b-job-template"}
+
+
+@pytest.mark.parametrize("generation,path,address", [
+    (PREFECT1, "/api/health", ("PREFECT__CLOUD__AGENT__AGENT_ADDRESS", "http://0.0.0.0:8080")),
+    (PREFECT3, "/health", ("PREFECT_WORKER_WEBSERVER_PORT", "8080")),
+])
+def test_readiness_is_the_agents_or_workers_own_health_endpoint_and_a_slow_start_is_not_killed(generation, path,
+                                                                                             address):
+    container = container_of(render_objects(spec(generation)))
+    env = dict((item["name"], item.get("value")) for item in container["env"])
+    assert env[address[0]] == address[1]  # the health server listens where the probes look
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": path, "port": 8080}, probe
+    startup = container["startupProbe"]
+    # A 2-core node takes 20-40 s to import Prefect and reach the API: liveness waits for startup, up to 3 min.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 180
+    assert "initialDelaySeconds" not in container["livenessProbe"]
+    if generation == PREFECT3:
+        assert "--with-healthcheck" in container["args"]
