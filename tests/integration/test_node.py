@@ -163,8 +163,8 @@ def test_a_private_image_pulls_only_with_its_pull_secret(node, kube_admin, uniqu
     assert any("401 Unauthorized" in message or "authorization failed" in message for message in events), events
 
     auth = base64.b64encode(f"{node['registry_username']}:{node['registry_password']}".encode()).decode()
-    config = {"auths": {node["private_registry"]: {"username": node["registry_username"],
-                                                    "password": node["registry_password"], "auth": auth}}}
+    entry = {"username": node["registry_username"], "password": node["registry_password"], "auth": auth}
+    config = {"auths": {node["private_registry"]: entry}}
     core.create_namespaced_secret(unique_namespace, k8s.V1Secret(
         metadata=k8s.V1ObjectMeta(name="registry"), type="kubernetes.io/dockerconfigjson",
         data={".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}))

@@ -64,7 +64,7 @@ CACHE = Path(os.environ.get("QHUB_PREFECT_CACHE") or Path.home() / ".cache" / "q
 DEFAULT_IMAGE_CACHE = CACHE / "images"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # Bump when the build procedure (not a recipe) changes in a way that changes images.
-BUILDER_REVISION = 2
+BUILDER_REVISION = 3
 UID = 1000
 # Layer file times; a fixed value keeps a rebuilt layer's digest equal when nothing else changed.
 SOURCE_DATE_EPOCH = 1700000000
@@ -396,6 +396,10 @@ def _install_python_packages(recipe, root, cache_dir, log):
         # A container is the whole environment: packages go system-wide, as in the python:slim images Prefect
         # builds on (and as the entrypoint's EXTRA_PIP_PACKAGES install does).
         marker.unlink()
+    # pip resolves the index's host inside the chroot with the build host's resolver (the image ends up with
+    # an empty resolv.conf: the runtime provides the pod's).
+    if os.path.isfile("/etc/resolv.conf"):
+        shutil.copyfile("/etc/resolv.conf", root / "etc" / "resolv.conf")
     env = _pip_env(root)
     pip = ["python3", "-m", "pip"]
     find = ["--find-links", "/tmp/build/wheels"]
@@ -441,6 +445,7 @@ def _finish_rootfs(recipe, root):
     # The runtime mounts these; the image carries empty files, not the build host's.
     for name in ("resolv.conf", "hostname"):
         (root / "etc" / name).write_text("")
+        (root / "etc" / name).chmod(0o644)
     for junk in ("root/.cache", "var/cache/apt/archives/partial", "var/lib/apt/lists"):
         shutil.rmtree(root / junk, ignore_errors=True)
     for child in (root / "tmp").iterdir():

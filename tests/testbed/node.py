@@ -421,8 +421,8 @@ def make_htpasswd(path, username, password, log):
 
 def split_reference(reference):
     """("docker.io", "prefecthq/prefect", "3-python3.11-kubernetes") from a name as users write it."""
-    name, _, tag = reference.rpartition(":") if ":" in reference.rsplit("/", 1)[-1] else (reference, "", "latest")
-    first, _, rest = name.partition("/")
+    name, tag = reference.rsplit(":", 1) if ":" in reference.rsplit("/", 1)[-1] else (reference, "latest")
+    first, rest = name.split("/", 1) if "/" in name else (name, "")
     if rest and ("." in first or ":" in first or first == "localhost"):
         registry, repository = first, rest
     else:

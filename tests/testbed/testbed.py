@@ -85,6 +85,7 @@ def default_components():
         return ("kube", "prefect")
     return tuple(COMPONENTS)
 
+
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 # The first address of the service range is the `kubernetes` Service, which in-cluster clients use.
