@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
 import json
 import os
 
@@ -20,8 +21,8 @@ from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
     validate_label_value, validate_namespace,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._render import (
-    PREFECT_OBJECTS_ANNOTATION, AgentSpec, key_reaches_flow_runs_as_text, owned_object_stubs,
-    prefect_objects, render_objects,
+    DIGEST_SALT_KEY, PREFECT_OBJECTS_ANNOTATION, AgentSpec, key_reaches_flow_runs_as_text, needs_digest_salt,
+    owned_object_stubs, prefect_objects, render_objects,
 )
 
 KUBE_SYSTEM = "/api/v1/namespaces/kube-system"
@@ -114,6 +115,18 @@ def _cluster_uid(client, live_deployment):
     return (kube_system or {}).get("metadata", {}).get("uid"), None
 
 
+def _digest_salt(live_secrets):
+    """The Secret's salt when it has one (so the digest stays put from run to run), else a new random one."""
+    for secret in live_secrets:
+        value = (secret.get("data") or {}).get(DIGEST_SALT_KEY)
+        if value:
+            try:
+                return base64.b64decode(value).decode("ascii")
+            except (ValueError, UnicodeDecodeError):
+                pass
+    return base64.b64encode(os.urandom(32)).decode("ascii")
+
+
 def _key(obj):
     meta = obj["metadata"]
     return (obj["kind"], meta.get("namespace"), meta["name"])
@@ -182,11 +195,13 @@ def apply_present(applier, spec, params, notes):
             applier.delete_owned(obj, spec.instance, existing=obj, label=OWNER_LABEL)
     if any(obj is None for obj in live):
         _ensure_namespace(applier, spec, params["create_namespace"])
+    if needs_digest_salt(spec):
+        spec.digest_salt = _digest_salt([obj for obj in live if obj is not None and obj["kind"] == "Secret"])
     if not spec.is_agent:
         spec.cluster_uid, note = _cluster_uid(client, live[-1])
         if note:
             notes["cluster_uid"] = note
-        objects = render_objects(spec)
+    objects = render_objects(spec)
     applied = [applier.apply(manifest, existing=existing, read=False) for manifest, existing in zip(objects, live)]
     for obj in stale:
         if obj["kind"] != "Deployment":

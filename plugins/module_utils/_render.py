@@ -22,6 +22,9 @@ SECRET_DIGEST_ANNOTATION = "qhub.prefect/secret-digest"
 # What this deployment uses on the Prefect side, so a later run can report what it no longer describes.
 PREFECT_OBJECTS_ANNOTATION = "qhub.prefect/prefect-objects"
 AUTH_STRING_KEY = "PREFECT_API_AUTH_STRING"
+# A random key for the secret digest when there is neither token nor auth string to key it with (a
+# self-hosted server without auth); kept in the Secret, which only the collection and admins read.
+DIGEST_SALT_KEY = "qhub-prefect-digest-salt"
 # prefect-kubernetes 0.5.3 (it needs Prefect 3.1) added the setting that keeps the API key out of flow-run Jobs.
 MIN_KEY_BY_REFERENCE_VERSION = (3, 1, 0)
 
@@ -65,6 +68,7 @@ class AgentSpec:
         self.instance_given = instance is not None
         self.instance = instance or name
         self.project = project
+        self.digest_salt = None
 
     @property
     def is_agent(self):
@@ -120,7 +124,14 @@ def secret_data(spec):
             data[key] = spec.token
     if spec.auth_string and not spec.is_agent:
         data[AUTH_STRING_KEY] = spec.auth_string
+    if spec.digest_salt:
+        data[DIGEST_SALT_KEY] = spec.digest_salt
     return data
+
+
+def needs_digest_salt(spec):
+    """True when secret values would otherwise be digested with no secret key at all."""
+    return bool(spec.secret_env) and not spec.token and not (spec.auth_string and not spec.is_agent)
 
 
 def secret_digest(spec):
@@ -131,7 +142,7 @@ def secret_digest(spec):
     run, and from concurrent run to concurrent run, as it depends on nothing but the input.
     """
     payload = json.dumps(secret_data(spec), sort_keys=True).encode("utf-8")
-    key = spec.token or spec.auth_string or ""
+    key = spec.token or spec.auth_string or spec.digest_salt or ""
     return hmac.new(key.encode("utf-8"), payload, hashlib.sha256).hexdigest()
 
 
