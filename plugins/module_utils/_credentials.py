@@ -80,8 +80,8 @@ def resolve_token(environ, explicit=None, explicit_path="api_key", config_token=
 
 def _token_value(value, path, environ):
     if not isinstance(value, str):
-        raise ConfigError(path, "%s is not a token" % ("a number" if isinstance(value, (int, float)) else
-                                                        "a %s" % type(value).__name__))
+        kind = "a number" if isinstance(value, (int, float)) else "a %s" % type(value).__name__
+        raise ConfigError(path, "%s is not a token" % kind)
     if _blank(value):
         raise ConfigError(path, "is set but empty: give the Prefect API key or leave it unset")
     token = resolve_secret_ref(value.strip(), path, environ)

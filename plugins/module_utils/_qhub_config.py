@@ -193,9 +193,10 @@ def check_image_version(image, generation, path="prefect.image"):
     minimum, command = MIN_IMAGE_VERSIONS[generation]
     if version is not None and version < minimum:
         wanted = ".".join(map(str, minimum))
+        component = "agent" if generation == PREFECT1 else "worker"
+        found = ".".join(map(str, version))
         raise ConfigError(path, "the image's Prefect %s is older than %s, the first whose CLI has `%s`, which the "
-                          "%s runs; use Prefect %s or newer" % (".".join(map(str, version)), wanted, command,
-                                                              "agent" if generation == PREFECT1 else "worker", wanted))
+                          "%s runs; use Prefect %s or newer" % (found, wanted, command, component, wanted))
 
 
 class JobSettings:

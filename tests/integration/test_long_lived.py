@@ -87,8 +87,8 @@ def objects_of(name, namespace, kinds=("ServiceAccount", "Role", "RoleBinding", 
     return set((kind, namespace, name) for kind in kinds)
 
 
-def test_generation_switch_leaves_one_deployment_and_nothing_of_the_old_one(testbed, kube_admin, unique_namespace,
-                                                                          standin, project, tmp_path):
+def test_generation_switch_leaves_one_deployment_and_nothing_of_the_old_one(
+        testbed, kube_admin, unique_namespace, standin, project, tmp_path):
     env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT__CLOUD__API": standin.url, "PREFECT_API_KEY": STANDIN_KEY}
     config = {"project_name": project, "namespace": unique_namespace,
               "prefect": {"enabled": True, "image": PREFECT1_IMAGE}}
@@ -174,8 +174,8 @@ def test_objects_of_another_instance_or_without_the_labels_are_never_touched(tes
             metadata=k8s.V1ObjectMeta(labels={"x": "y"}),
             spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="c", image="busybox")])))))
 
-    mine = {"project_name": project, "namespace": unique_namespace, "prefect": {"enabled": True,
-                                                                               "image": PREFECT3_IMAGE}}
+    mine = {"project_name": project, "namespace": unique_namespace,
+            "prefect": {"enabled": True, "image": PREFECT3_IMAGE}}
     assert deploy(tmp_path, mine, env, extra=extra).rc == 0
     assert deployments_in(kube_admin, unique_namespace) == [
         (unique_namespace, "other-worker"), (unique_namespace, "prefect-agent"), (unique_namespace, "prefect-worker")]
@@ -212,8 +212,8 @@ def test_qhub_chart_form_deploys_and_reaches_both_generations(testbed, kube_admi
     env1 = {"KUBECONFIG": testbed.kubeconfig, "PREFECT__CLOUD__API": standin.url, "PREFECT_API_KEY": STANDIN_KEY}
     config1 = {"namespace": agent_namespace, "prefect": {"enabled": True, "image": PREFECT1_IMAGE,
                                                          "overrides": overrides}}
-    agent = deploy(tmp_path, config1, env1, extra={"qhub_prefect_name": "chart-agent",
-                                                  "qhub_prefect_instance": "chart-agent-" + unique_namespace})
+    names = {"qhub_prefect_name": "chart-agent", "qhub_prefect_instance": "chart-agent-" + unique_namespace}
+    agent = deploy(tmp_path, config1, env1, extra=names)
     assert agent.rc == 0, agent
     template = yaml.safe_load(k8s.CoreV1Api(kube_admin).read_namespaced_config_map(
         "chart-agent-job-template", agent_namespace).data["job_template.yaml"])
@@ -229,8 +229,8 @@ def test_qhub_chart_form_deploys_and_reaches_both_generations(testbed, kube_admi
     assert env_by_name["PREFECT__CLOUD__API"] == standin.url and env_by_name["PREFECT__BACKEND"] == "server"
 
 
-def test_prefect_api_key_alone_deploys_against_a_server_that_requires_it(testbed, kube_admin, unique_namespace,
-                                                                          standin, project, tmp_path):
+def test_prefect_api_key_alone_deploys_against_a_server_that_requires_it(
+        testbed, kube_admin, unique_namespace, standin, project, tmp_path):
     """What a Prefect Cloud user has: PREFECT_API_KEY and no QHub variable. The stand-in refuses requests without it."""
     config = {"project_name": project, "namespace": unique_namespace,
               "prefect": {"enabled": True, "image": PREFECT1_IMAGE}}
@@ -291,8 +291,8 @@ def authed(url, auth, path, method="GET", body=None):
         return json.loads(response.read() or b"null")
 
 
-def test_auth_string_reaches_the_work_pool_calls_and_the_worker_from_the_secret(testbed, kube_admin, unique_namespace,
-                                                                               auth_prefect, tmp_path):
+def test_auth_string_reaches_the_work_pool_calls_and_the_worker_from_the_secret(
+        testbed, kube_admin, unique_namespace, auth_prefect, tmp_path):
     url, auth = auth_prefect
     pool = "auth-" + unique_namespace
     config = {"namespace": unique_namespace, "prefect": {"enabled": True, "image": PREFECT3_IMAGE}}
