@@ -71,6 +71,22 @@ def owned(api_client, instance):
     return found
 
 
+def managed_in(api_client, *namespaces):
+    """This collection's objects in ``namespaces`` by its managed-by label alone: {(kind, ns, name)}."""
+    core, rbac, apps = k8s.CoreV1Api(api_client), k8s.RbacAuthorizationV1Api(api_client), k8s.AppsV1Api(api_client)
+    found = set()
+    for namespace in namespaces:
+        for kind, listing in (("ServiceAccount", core.list_namespaced_service_account),
+                              ("Secret", core.list_namespaced_secret),
+                              ("ConfigMap", core.list_namespaced_config_map),
+                              ("Role", rbac.list_namespaced_role),
+                              ("RoleBinding", rbac.list_namespaced_role_binding),
+                              ("Deployment", apps.list_namespaced_deployment)):
+            found.update((kind, namespace, item.metadata.name)
+                         for item in listing(namespace, label_selector=MANAGED).items)
+    return found
+
+
 def deployments_in(api_client, *namespaces):
     apps = k8s.AppsV1Api(api_client)
     return sorted((ns, d.metadata.name) for ns in namespaces for d in apps.list_namespaced_deployment(ns).items)
@@ -89,28 +105,33 @@ def objects_of(name, namespace, kinds=("ServiceAccount", "Role", "RoleBinding", 
 
 def test_generation_switch_leaves_one_deployment_and_nothing_of_the_old_one(
         testbed, kube_admin, unique_namespace, standin, project, tmp_path):
-    env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT__CLOUD__API": standin.url, "PREFECT_API_KEY": STANDIN_KEY}
+    env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT__CLOUD__API": standin.url,
+           "QHUB_SECRET_PREFECT_TOKEN": STANDIN_KEY}
     config = {"project_name": project, "namespace": unique_namespace,
               "prefect": {"enabled": True, "image": PREFECT1_IMAGE}}
     first = deploy(tmp_path, config, env, extra={"qhub_prefect_project": project})
     assert first.rc == 0, first
+    assert deployments_in(kube_admin, unique_namespace) == [(unique_namespace, "prefect-agent")]
     agent_objects = objects_of("prefect-agent", unique_namespace) | {
         ("ConfigMap", unique_namespace, "prefect-agent-job-template")}
-    assert owned(kube_admin, project) == agent_objects
+    assert managed_in(kube_admin, unique_namespace) == agent_objects
 
     # Only the image changes, to Prefect 3.
     config["prefect"]["image"] = PREFECT3_IMAGE
-    env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url}
+    # A token, though this server needs none, so the test fails on the fault it is about with any version.
+    env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url,
+           "QHUB_SECRET_PREFECT_TOKEN": "unused-token"}
     extra = {"qhub_prefect_work_pool": "gen-" + unique_namespace}
     checked = deploy(tmp_path, config, env, check=True, diff=True, extra=extra)
     assert checked.rc == 0, checked
     assert "Deployment %s/prefect-agent (absent)" % unique_namespace in checked.stdout, checked.stdout[-3000:]
     assert "Secret %s/prefect-agent (absent)" % unique_namespace in checked.stdout
-    assert owned(kube_admin, project) == agent_objects  # check mode wrote nothing
+    assert managed_in(kube_admin, unique_namespace) == agent_objects  # check mode wrote nothing
 
     switched = deploy(tmp_path, config, env, extra=extra)
     assert switched.rc == 0, switched
     assert deployments_in(kube_admin, unique_namespace) == [(unique_namespace, "prefect-worker")]
+    assert managed_in(kube_admin, unique_namespace) == objects_of("prefect-worker", unique_namespace)
     assert owned(kube_admin, project) == objects_of("prefect-worker", unique_namespace)
     core = k8s.CoreV1Api(kube_admin)
     assert [s.metadata.name for s in core.list_namespaced_secret(unique_namespace, label_selector=MANAGED).items] \
@@ -125,24 +146,27 @@ def test_generation_switch_leaves_one_deployment_and_nothing_of_the_old_one(
 
 def test_namespace_move_leaves_one_deployment(testbed, kube_admin, unique_namespace, second_namespace, project,
                                               tmp_path):
-    env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url}
+    env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url,
+           "QHUB_SECRET_PREFECT_TOKEN": "unused-token"}
     extra = {"qhub_prefect_work_pool": "move-" + unique_namespace}
     config = {"project_name": project, "namespace": unique_namespace,
               "prefect": {"enabled": True, "image": PREFECT3_IMAGE,
                           "overrides": {"secretEnvVars": {"DB_PASSWORD": "QHUB_SECRET_DB"}}}}
     env["DB"] = "db-" + uuid.uuid4().hex
     assert deploy(tmp_path, config, env, extra=extra).rc == 0
-    assert owned(kube_admin, project) == objects_of("prefect-worker", unique_namespace)
+    assert managed_in(kube_admin, unique_namespace) == objects_of("prefect-worker", unique_namespace)
 
     config["namespace"] = second_namespace
     checked = deploy(tmp_path, config, env, check=True, diff=True, extra=extra)
     assert checked.rc == 0, checked
     assert "Deployment %s/prefect-worker (absent)" % unique_namespace in checked.stdout
-    assert owned(kube_admin, project) == objects_of("prefect-worker", unique_namespace)
+    assert managed_in(kube_admin, unique_namespace, second_namespace) == objects_of("prefect-worker",
+                                                                                    unique_namespace)
 
     moved = deploy(tmp_path, config, env, extra=extra)
     assert moved.rc == 0, moved
     assert deployments_in(kube_admin, unique_namespace, second_namespace) == [(second_namespace, "prefect-worker")]
+    assert managed_in(kube_admin, unique_namespace) == set()
     assert owned(kube_admin, project) == objects_of("prefect-worker", second_namespace)
     assert k8s.CoreV1Api(kube_admin).list_namespaced_secret(unique_namespace, label_selector=MANAGED).items == []
 
@@ -162,7 +186,8 @@ def test_namespace_move_leaves_one_deployment(testbed, kube_admin, unique_namesp
 
 def test_objects_of_another_instance_or_without_the_labels_are_never_touched(testbed, kube_admin, unique_namespace,
                                                                              project, tmp_path):
-    env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url}
+    env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url,
+           "QHUB_SECRET_PREFECT_TOKEN": "unused-token"}
     extra = {"qhub_prefect_work_pool": "other-" + unique_namespace}
     other = {"project_name": project + "-other", "namespace": unique_namespace,
              "prefect": {"enabled": True, "image": PREFECT3_IMAGE}}
