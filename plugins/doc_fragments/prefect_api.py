@@ -17,14 +17,18 @@ options:
       - The Prefect API to talk to.
       - Prefect 2/3, self-hosted C(http://HOST:4200/api); Prefect Cloud
         C(https://api.prefect.cloud/api/accounts/ACCOUNT_ID/workspaces/WORKSPACE_ID).
+      - Defaults to the environment variable E(PREFECT_API_URL).
+      - Set but empty (here or in the environment) is an error.
     type: str
   api_key:
     description:
       - "The Prefect API key, sent as C(Authorization: Bearer KEY). Never logged or returned."
       - A value C(QHUB_SECRET_NAME) stands for the environment variable C(NAME), as in a QHub config.
       - Defaults to the environment variable E(QHUB_SECRET_PREFECT_TOKEN), then E(TF_VAR_prefect_token),
-        then E(PREFECT_API_KEY) (the order M(qhub.prefect.prefect_agent_config) uses too).
-      - A self-hosted server without authentication needs none.
+        then E(PREFECT_API_KEY); M(qhub.prefect.qhub_config_info) adds C(prefect.token) of the config last, and
+        the role passes that one here. Every module and the role resolve it by the same rule.
+      - Required for Prefect Cloud (C(api.prefect.io), C(api.prefect.cloud)); optional for a self-hosted server.
+      - A source that is set but empty is an error naming it, not skipped.
     type: str
   api_auth_string:
     description:

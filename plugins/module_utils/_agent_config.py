@@ -7,18 +7,22 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
+import json
 import os
 
-from ansible.module_utils.basic import env_fallback
-
-from ansible_collections.qhub.prefect.plugins.module_utils._kube import Applier, KubeError, object_path
+from ansible_collections.qhub.prefect.plugins.module_utils._credentials import resolve as resolve_credentials
+from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
+    FIELD_MANAGER, MANAGED_BY_LABEL, OWNER_LABEL, Applier, KubeError, list_labelled, object_path,
+)
 from ansible_collections.qhub.prefect.plugins.module_utils._kube_common import kube_auth_argument_spec, kube_client
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
-    DEFAULT_IMAGE, PREFECT1, ConfigError, generation_of_image, parse_overrides, resolve_secret_ref,
-    validate_image, validate_namespace,
+    DEFAULT_IMAGE, PREFECT1, ConfigError, check_image_version, generation_of_image, parse_overrides, validate_image,
+    validate_label_value, validate_namespace,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._render import (
-    AgentSpec, owned_object_stubs, render_objects, secret_data,
+    DIGEST_SALT_KEY, PREFECT_OBJECTS_ANNOTATION, AgentSpec, key_reaches_flow_runs_as_text, needs_digest_salt,
+    owned_object_stubs, prefect_objects, render_objects, secret_data,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._rollout import wait_for_rollout
 
@@ -58,19 +62,28 @@ def build_spec(params, environ):
         if name in job.env:
             raise ConfigError("secret_env.%s" % name, "shadows the plain variable overrides.envVars.%s" % name)
     job.secret_env_names = sorted(secret_env)
-    token = params["api_key"]
-    if token:
-        token = resolve_secret_ref(token, "api_key", environ)
-    api_url = params["api_url"]
-    if generation != PREFECT1 and not api_url and params["state"] == "present":
-        raise ConfigError("api_url", "a Prefect 2/3 worker needs the API URL: set api_url or PREFECT_API_URL")
+    instance = params["instance"]
+    if instance is not None:
+        validate_label_value(instance, "instance")
+    token = api_url = auth_string = None
+    if params["state"] == "present":
+        # The one credential rule (module_utils/_credentials.py), as qhub_config_info and the other modules apply it.
+        credentials = resolve_credentials(generation, environ, api_url=params["api_url"], api_key=params["api_key"],
+                                          api_auth_string=params["api_auth_string"])
+        token, api_url, auth_string = credentials.token, credentials.api_url, credentials.auth_string
+        if generation != PREFECT1 and not api_url:
+            raise ConfigError("api_url", "a Prefect 2/3 worker needs the API URL: set api_url or PREFECT_API_URL")
     name = params["name"] or ("prefect-agent" if generation == PREFECT1 else "prefect-worker")
     validate_namespace(name, "name")
     queues = job.labels if generation != PREFECT1 else []
-    return AgentSpec(name=name, namespace=namespace, generation=generation, image=image, job=job,
-                     secret_env=secret_env, token=token, api_url=api_url,
-                     work_pool=params["work_pool"] or name, work_queues=queues,
-                     replicas=params["replicas"], job_service_account=params["job_service_account"])
+    spec = AgentSpec(name=name, namespace=namespace, generation=generation, image=image, job=job,
+                     secret_env=secret_env, token=token, api_url=api_url, auth_string=auth_string,
+                     work_pool=params["work_pool"] or name, work_queues=queues, instance=instance,
+                     project=params["project"], replicas=params["replicas"],
+                     job_service_account=params["job_service_account"])
+    if params["state"] == "present":
+        check_image_version(image, generation, "image")
+    return spec
 
 
 def _ensure_namespace(applier, spec, create):
@@ -84,28 +97,142 @@ def _ensure_namespace(applier, spec, create):
 
 
 def _cluster_uid(client, live_deployment):
-    """kube-system's UID, read once per cluster: a live worker Deployment already carries it."""
+    """(kube-system's UID or None, a note when it could not be read): a live worker Deployment already has it.
+
+    The UID only labels the worker's events for Prefect Cloud; a deployer without read access to
+    kube-system (common with namespaced rights) goes on without it.
+    """
     for container in (((live_deployment or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get(
             "containers") or []:
         for item in container.get("env") or []:
             if item.get("name") == "PREFECT_KUBERNETES_CLUSTER_UID" and item.get("value"):
-                return item["value"]
-    kube_system = client.get(KUBE_SYSTEM)
-    return (kube_system or {}).get("metadata", {}).get("uid")
+                return item["value"], None
+    try:
+        kube_system = client.get(KUBE_SYSTEM)
+    except KubeError as exc:
+        if exc.status != 403:
+            raise
+        return None, "not read: the deployer may not get the namespace kube-system (403); the worker runs without it"
+    return (kube_system or {}).get("metadata", {}).get("uid"), None
 
 
-def apply_present(applier, spec, params):
-    """One read per managed object (the namespace and kube-system only when something is missing)."""
+def _digest_salt(live_secrets):
+    """The Secret's salt when it has one (so the digest stays put from run to run), else a new random one."""
+    for secret in live_secrets:
+        value = (secret.get("data") or {}).get(DIGEST_SALT_KEY)
+        if value:
+            try:
+                return base64.b64decode(value).decode("ascii")
+            except (ValueError, UnicodeDecodeError):
+                pass
+    return base64.b64encode(os.urandom(32)).decode("ascii")
+
+
+def _key(obj):
+    meta = obj["metadata"]
+    return (obj["kind"], meta.get("namespace"), meta["name"])
+
+
+def owner_selector(instance):
+    return "%s=%s,%s=%s" % (MANAGED_BY_LABEL, FIELD_MANAGER, OWNER_LABEL, instance)
+
+
+def _prefect_side(obj):
+    """The Prefect objects an owned Deployment says it used (its annotation), or {}."""
+    text = ((obj.get("metadata") or {}).get("annotations") or {}).get(PREFECT_OBJECTS_ANNOTATION)
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def left_in_place(owned_deployments, spec):
+    """Prefect objects an earlier run of this QHub deployment used that the config no longer describes.
+
+    Reported, never deleted: a work pool, queue or project holds flow runs and deployments of users.
+    """
+    now = prefect_objects(spec)
+    out = []
+    for deployment in owned_deployments:
+        before = _prefect_side(deployment)
+        if before.get("work_pool") and before["work_pool"] != now.get("work_pool"):
+            out.append({"kind": "work_pool", "name": before["work_pool"]})
+        elif before.get("work_pool"):
+            out += [{"kind": "work_queue", "work_pool": before["work_pool"], "name": queue}
+                    for queue in before.get("work_queues") or [] if queue not in (now.get("work_queues") or [])]
+        if before.get("project") and before["project"] != now.get("project"):
+            out.append({"kind": "project", "name": before["project"]})
+    unique = []
+    for item in out:
+        if item not in unique:
+            unique.append(item)
+    return unique
+
+
+def apply_present(applier, spec, params, notes):
+    """Apply the objects, and remove this QHub deployment's objects the config no longer describes.
+
+    With an instance, one labelled list per kind finds every object of this QHub deployment in any
+    namespace (and serves as the read of the objects to apply); without one, each object is read once.
+    Stale Deployments go before anything is applied, so two agents never poll at once; the rest after.
+    """
     client = applier.client
     objects = render_objects(spec)
-    live = [client.get(object_path(manifest)) for manifest in objects]
+    stale = []
+    if spec.instance_given:
+        owned = dict((_key(obj), obj) for obj in list_labelled(client, owner_selector(spec.instance)))
+        wanted = set(_key(manifest) for manifest in objects)
+        stale = [obj for key, obj in owned.items() if key not in wanted]
+        live = [owned.get(_key(manifest)) for manifest in objects]
+        # Objects from before this label existed are not listed: read those few directly.
+        live = [obj if obj is not None else client.get(object_path(manifest)) for obj, manifest in zip(live, objects)]
+        notes["prefect_left_in_place"] = left_in_place(
+            [obj for obj in owned.values() if obj["kind"] == "Deployment"], spec)
+    else:
+        live = [client.get(object_path(manifest)) for manifest in objects]
+    for obj in stale:
+        if obj["kind"] == "Deployment":
+            applier.delete_owned(obj, spec.instance, existing=obj, label=OWNER_LABEL)
     if any(obj is None for obj in live):
         _ensure_namespace(applier, spec, params["create_namespace"])
+    if needs_digest_salt(spec):
+        spec.digest_salt = _digest_salt([obj for obj in live if obj is not None and obj["kind"] == "Secret"])
     if not spec.is_agent:
-        spec.cluster_uid = _cluster_uid(client, live[-1])
-        objects = render_objects(spec)
+        spec.cluster_uid, note = _cluster_uid(client, live[-1])
+        if note:
+            notes["cluster_uid"] = note
+    objects = render_objects(spec)
     applied = [applier.apply(manifest, existing=existing, read=False) for manifest, existing in zip(objects, live)]
+    for obj in stale:
+        if obj["kind"] != "Deployment":
+            applier.delete_owned(obj, spec.instance, existing=obj, label=OWNER_LABEL)
     return objects, applied
+
+
+def apply_absent(applier, spec):
+    """Remove this name's objects (and, with an instance, every object of it in this namespace).
+
+    An instance with objects in another namespace means the config moved the namespace while
+    disabling Prefect: removing only the new namespace would leave the old agent running, so it fails
+    before deleting anything.
+    """
+    client = applier.client
+    if spec.instance_given:
+        owned = list_labelled(client, owner_selector(spec.instance))
+        elsewhere = sorted(set(obj["metadata"]["namespace"] for obj in owned
+                               if obj["metadata"].get("namespace") != spec.namespace))
+        if elsewhere:
+            raise ConfigError("namespace", "this QHub deployment (%s) has its agent or worker in the namespace %s, "
+                              "but the config names %s while prefect.enabled is false: set namespace back to %s to "
+                              "remove it there, or enable Prefect to move it" % (
+                                  spec.instance, ", ".join(elsewhere), spec.namespace, elsewhere[0]))
+        for obj in owned:
+            applier.delete_owned(obj, spec.instance, existing=obj, label=OWNER_LABEL)
+    done = set((item["kind"], item["namespace"], item["name"]) for item in applier.results)
+    for stub in owned_object_stubs(spec.name, spec.namespace):
+        if _key(stub) not in done:
+            applier.delete_owned(stub, spec.name)
 
 
 def argument_spec():
@@ -118,9 +245,11 @@ def argument_spec():
         generation=dict(type="str", default="auto", choices=["auto", "prefect1", "prefect3"]),
         overrides=dict(type="dict"),
         secret_env=dict(type="dict", no_log=True),
-        api_url=dict(type="str", fallback=(env_fallback, ["PREFECT_API_URL"])),
-        api_key=dict(type="str", no_log=True,
-                     fallback=(env_fallback, ["QHUB_SECRET_PREFECT_TOKEN", "TF_VAR_prefect_token", "PREFECT_API_KEY"])),
+        api_url=dict(type="str"),
+        api_key=dict(type="str", no_log=True),
+        api_auth_string=dict(type="str", no_log=True),
+        instance=dict(type="str"),
+        project=dict(type="str"),
         work_pool=dict(type="str"),
         job_service_account=dict(type="str"),
         replicas=dict(type="int", default=1),
@@ -142,21 +271,32 @@ def run(module):
     client = kube_client(module)
     applier = Applier(client, check_mode=module.check_mode, force=params["force"])
     result = {"name": spec.name, "namespace": spec.namespace, "generation": spec.generation}
+    notes = {}
     try:
         if params["state"] == "absent":
-            for stub in owned_object_stubs(spec.name, spec.namespace):
-                applier.delete_owned(stub, spec.name)
+            apply_absent(applier, spec)
         else:
-            objects, applied = apply_present(applier, spec, params)
+            objects, applied = apply_present(applier, spec, params, notes)
             # Check mode changed nothing, so there is no rollout to wait for.
             if params["wait"] and not module.check_mode:
                 # The Deployment as the apply left it: an unchanged, available one needs no further read.
                 # The Secret's values are masked in whatever the pods say (their logs above all).
                 wait_for_rollout(client, objects[-1], params["wait_timeout"], current=applied[-1],
                                  secrets=secret_data(spec).values())
+    except ConfigError as exc:
+        module.fail_json(msg=str(exc), key=exc.path, objects=_summary(applier), **result)
     except KubeError as exc:
         module.fail_json(msg=str(exc), objects=_summary(applier), api_requests=client.requests, **result)
     result.update(changed=applier.changed, objects=_summary(applier), api_requests=client.requests)
+    result.update(notes)
+    result["removed"] = [item for item in _summary(applier) if item["action"] == "deleted"]
+    if params["state"] == "present":
+        result["api_key_in_flow_run_env"] = key_reaches_flow_runs_as_text(spec)
+    for item in notes.get("prefect_left_in_place", []):
+        module.warn("%s %s%s is no longer described by the config; it was left in place (it may hold flow runs or "
+                    "deployments): delete it in Prefect if nothing needs it" % (
+                        item["kind"].replace("_", " "), item["name"],
+                        " of work pool %s" % item["work_pool"] if item.get("work_pool") else ""))
     if module._diff:
         result["diff"] = applier.diffs(_yaml_dump)
     module.exit_json(**result)

@@ -37,6 +37,9 @@ FIELD_MANAGER = "qhub.prefect"
 DIGEST_ANNOTATION = "qhub.prefect/applied-digest"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
+# The QHub deployment an object belongs to (project_name): stable across names, generations and namespaces.
+# app.kubernetes.io/instance keeps the object name, as it is in every Deployment's immutable selector.
+OWNER_LABEL = "qhub.prefect/instance"
 MASK = "********"
 
 # Only these kinds are ever managed; their paths are fixed, so no discovery is needed.
@@ -359,14 +362,15 @@ class Applier:
         return self.client.request("PATCH", object_path(desired), query=query, body=desired,
                                    content_type="application/apply-patch+yaml")[1]
 
-    def delete_owned(self, manifest, instance):
-        """Delete the object only if it carries this collection's labels for ``instance``."""
+    def delete_owned(self, manifest, instance, existing=None, label=INSTANCE_LABEL):
+        """Delete the object only if it carries this collection's labels for ``instance`` (``label``'s value)."""
         path = object_path(manifest)
-        existing = self.client.get(path)
+        if existing is None:
+            existing = self.client.get(path)
         if existing is None:
             return None
         labels = existing["metadata"].get("labels") or {}
-        if labels.get(MANAGED_BY_LABEL) != FIELD_MANAGER or labels.get(INSTANCE_LABEL) != instance:
+        if labels.get(MANAGED_BY_LABEL) != FIELD_MANAGER or labels.get(label) != instance:
             self._record(manifest, "skipped", existing, existing)
             return None
         query = [("propagationPolicy", "Background")]
@@ -398,4 +402,42 @@ class Applier:
                 "after": dump(result["after"]) if result["after"] else "",
             })
         return out
+
+
+# Kinds listed across namespaces to find a QHub deployment's objects wherever an earlier run put them.
+OWNED_KINDS = (
+    ("apps/v1", "Deployment", "deployments.apps"),
+    ("v1", "ConfigMap", "configmaps"),
+    ("v1", "Secret", "secrets"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings.rbac.authorization.k8s.io"),
+    ("rbac.authorization.k8s.io/v1", "Role", "roles.rbac.authorization.k8s.io"),
+    ("v1", "ServiceAccount", "serviceaccounts"),
+)
+
+
+def list_labelled(client, selector, kinds=OWNED_KINDS):
+    """Every object of ``kinds`` in any namespace matching the label ``selector``, Deployments first.
+
+    One list request per kind. A 403 names the permission that is missing, since the deployer may
+    well have rights in its namespaces only.
+    """
+    from urllib.parse import quote
+
+    found = []
+    for api_version, kind, resource in kinds:
+        path = COLLECTIONS[(api_version, kind)].replace("/namespaces/{namespace}", "")
+        try:
+            body = client.request("GET", path, query=[("labelSelector", quote(selector, safe=""))])[1] or {}
+        except KubeError as exc:
+            if exc.status == 403:
+                raise KubeError("listing %s in all namespaces (label %s) was refused (403): the deployer needs the "
+                                "permission `list` on `%s` at cluster scope (a ClusterRole) to find this QHub "
+                                "deployment's objects after a namespace move; see docs/configuration.md, "
+                                "Permissions" % (resource, selector, resource), status=403, body=exc.body)
+            raise
+        for item in body.get("items") or []:
+            # Items of a list carry no apiVersion and kind of their own.
+            item["apiVersion"], item["kind"] = api_version, kind
+            found.append(item)
+    return found
 

@@ -81,6 +81,15 @@ class Prefect3Client:
         status, _body = self.http.request("DELETE", self._pool_path(name), allow=(404,))
         return status != 404
 
+    def worker_metadata_view(self):
+        """The server's aggregate-worker-metadata view (worker types and their default templates), or None.
+
+        The server serves it from the collection registry, or from its own bundled copy when offline.
+        """
+        path = "/collections/views/aggregate-worker-metadata"
+        status, body = self.http.request("GET", path, allow=(404, 405, 422))
+        return body if status == 200 and isinstance(body, dict) else None
+
     # -- work queues --------------------------------------------------------------------------
     def list_work_queues(self, pool):
         path = self._pool_path(pool, "queues", "filter")
@@ -170,12 +179,18 @@ def pool_differences(current, desired):
             if desired.get(field) is not None and current.get(field) != desired[field]]
 
 
-def ensure_work_pool(client, name, pool_type, desired, work_queues=None, state="present", check_mode=False):
+_UNREAD = object()
+
+
+def ensure_work_pool(client, name, pool_type, desired, work_queues=None, state="present", check_mode=False,
+                     current=_UNREAD):
     """Converge one pool. ``desired`` maps POOL_UPDATE_FIELDS to values (None = leave as is).
 
-    Returns a dict: changed, differences, work_pool, work_queues, before, after.
+    ``current`` is the pool as the caller already read it (None: absent). Returns a dict: changed,
+    differences, work_pool, work_queues, before, after.
     """
-    current = client.read_work_pool(name)
+    if current is _UNREAD:
+        current = client.read_work_pool(name)
     result = {"changed": False, "differences": [], "work_pool": {}, "work_queues": [], "before": {}, "after": {}}
     if state == "absent":
         if current is None:

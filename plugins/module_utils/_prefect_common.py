@@ -12,54 +12,54 @@ __metaclass__ = type
 
 import os
 
-from ansible.module_utils.basic import env_fallback
-
+from ansible_collections.qhub.prefect.plugins.module_utils._credentials import resolve as resolve_credentials
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import (
     PREFECT1_API, PREFECT3_API, PrefectApiError, PrefectHttpClient,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import ConfigError, resolve_secret_ref
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import ConfigError
 
-# The same order as prefect_agent_config, so the pool and the worker never use different keys.
-API_KEY_ENV = ("QHUB_SECRET_PREFECT_TOKEN", "TF_VAR_prefect_token", "PREFECT_API_KEY")
 DEFAULT_TIMEOUT = 30
 DEFAULT_RETRIES = 3
 
 
-def prefect_api_argument_spec(api_url_default=None, api_url_env=("PREFECT_API_URL",)):
-    api_url = dict(type="str")
-    if api_url_env:
-        api_url["fallback"] = (env_fallback, list(api_url_env))
-    if api_url_default is not None:
-        api_url["default"] = api_url_default
+def prefect_api_argument_spec():
+    # No env fallbacks here: the environment is read by _credentials, the one rule every module and
+    # qhub_config_info share (Prefect 1 and 2/3 read different URL variables, empty values are errors).
     return dict(
-        api_url=api_url,
-        api_key=dict(type="str", no_log=True, fallback=(env_fallback, list(API_KEY_ENV))),
-        api_auth_string=dict(type="str", no_log=True, fallback=(env_fallback, ["PREFECT_API_AUTH_STRING"])),
+        api_url=dict(type="str"),
+        api_key=dict(type="str", no_log=True),
+        api_auth_string=dict(type="str", no_log=True),
         validate_certs=dict(type="bool", default=True),
         timeout=dict(type="int", default=DEFAULT_TIMEOUT),
         retries=dict(type="int", default=DEFAULT_RETRIES),
     )
 
 
-def resolved_api_key(module):
-    """api_key, with QHub's ``QHUB_SECRET_X`` convention applied (the value of the environment variable X)."""
-    key = module.params.get("api_key")
-    if key:
-        try:
-            key = resolve_secret_ref(key, "api_key", os.environ)
-        except ConfigError as exc:
-            module.fail_json(msg=str(exc))
-        module.no_log_values.add(key)
-    return key or None
+def module_credentials(module, generation="prefect3", environ=None):
+    """The run's credentials by the one rule; fails the module naming the option or variable at fault."""
+    params = module.params
+    try:
+        credentials = resolve_credentials(generation, os.environ if environ is None else environ,
+                                          api_url=params.get("api_url"), api_key=params.get("api_key"),
+                                          api_auth_string=params.get("api_auth_string"))
+    except ConfigError as exc:
+        module.fail_json(msg=str(exc), key=exc.path, changed=False)
+    for secret in (credentials.token, credentials.auth_string):
+        if secret:
+            module.no_log_values.add(secret)
+    if generation != "prefect1" and not credentials.api_url:
+        module.fail_json(msg="api_url: no Prefect API URL: set api_url or PREFECT_API_URL", key="api_url",
+                         changed=False)
+    return credentials
 
 
 def http_client(module, generation="prefect3", timeout=None):
     """A PrefectHttpClient from the module's api options; fails the module on a bad option."""
     params = module.params
     api = PREFECT1_API if generation == "prefect1" else PREFECT3_API
-    auth_string = params.get("api_auth_string") if generation != "prefect1" else None
+    credentials = module_credentials(module, generation)
     try:
-        return PrefectHttpClient(params.get("api_url"), api_key=resolved_api_key(module), auth_string=auth_string,
+        return PrefectHttpClient(credentials.api_url, api_key=credentials.token, auth_string=credentials.auth_string,
                                  timeout=timeout or params.get("timeout") or DEFAULT_TIMEOUT,
                                  retries=params.get("retries"), validate_certs=params.get("validate_certs"), api=api)
     except PrefectApiError as exc:

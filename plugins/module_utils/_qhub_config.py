@@ -18,7 +18,6 @@ import re
 from decimal import Decimal, InvalidOperation
 
 SECRET_PREFIX = "QHUB_SECRET_"
-TOKEN_ENV_VARS = ("QHUB_SECRET_PREFECT_TOKEN", "TF_VAR_prefect_token")
 DEFAULT_NAMESPACE = "dev"
 DEFAULT_IMAGE = "prefecthq/prefect:3-python3.11-kubernetes"
 QHUB_LEGACY_IMAGE = "prefecthq/prefect:0.14.22-python3.8"
@@ -54,6 +53,8 @@ NESTED_OVERRIDES = {
     ("prefect_agent", "job", "resources", "requests", "memory"): "memory_request",
     ("prefect_agent", "job", "imagePullPolicy"): "image_pull_policy",
     ("prefect_agent", "job", "imagePullSecrets"): "image_pull_secrets",
+    # Where QHub's chart (values.yaml, 2021 to 2023) kept the agent labels; its default was the string '[]'.
+    ("prefect_agent", "prefectLabels"): "labels",
     ("prefectLabels",): "labels",
 }
 ENV_OVERRIDES = ("envVars", "secretEnvVars")
@@ -67,11 +68,16 @@ MANAGED_ENV = frozenset((
     "PREFECT__CLOUD__AGENT__AUTH_TOKEN", "PREFECT__CLOUD__AGENT__LABELS",
     "PREFECT__CLOUD__AGENT__AGENT_ADDRESS", "PREFECT_API_URL", "PREFECT_API_KEY",
     "PREFECT_KUBERNETES_CLUSTER_UID", "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES",
-    "HOME",
+    "HOME", "PREFECT_API_AUTH_STRING", "POD_NAME",
+    "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_NAME",
+    "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_KEY",
+    "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME",
+    "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY",
 ))
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUANTITY = re.compile(r"^(?P<num>[+]?(\d+(\.\d*)?|\.\d+))"
                        r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
@@ -165,6 +171,32 @@ def generation_of_image(image, path="prefect.image"):
         return PREFECT3
     raise ConfigError(path, "cannot tell the Prefect version from the tag %r: set the generation explicitly "
                       "(prefect1 for a Prefect 1 agent, prefect3 for a Prefect 2/3 worker)" % tag)
+
+
+# The oldest images whose CLI has every flag the rendered command uses (checked in each release's prefect/cli).
+MIN_IMAGE_VERSIONS = {
+    PREFECT1: ((0, 13, 19), "prefect agent kubernetes start --job-template"),
+    PREFECT3: ((2, 11, 0), "prefect worker start --install-policy --with-healthcheck"),
+}
+
+
+def image_version(image):
+    """The Prefect version a tag names, as a tuple of ints, or None for floating tags (3-python3.11, latest)."""
+    _repo, tag = split_image(image)
+    parts = re.match(r"^(\d+)\.(\d+)\.(\d+)", tag or "")
+    return tuple(int(part) for part in parts.groups()) if parts else None
+
+
+def check_image_version(image, generation, path="prefect.image"):
+    """Refuse an image whose Prefect CLI lacks a flag of the command the collection renders for it."""
+    version = image_version(image)
+    minimum, command = MIN_IMAGE_VERSIONS[generation]
+    if version is not None and version < minimum:
+        wanted = ".".join(map(str, minimum))
+        component = "agent" if generation == PREFECT1 else "worker"
+        found = ".".join(map(str, version))
+        raise ConfigError(path, "the image's Prefect %s is older than %s, the first whose CLI has `%s`, which the "
+                          "%s runs; use Prefect %s or newer" % (found, wanted, command, component, wanted))
 
 
 class JobSettings:
@@ -300,10 +332,23 @@ def _walk_nested(value, prefix, path, found):
             _walk_nested(item, here, key_path, found)
 
 
+def _unset(raw):
+    """QHub's chart values.yaml defaulted every prefect_agent leaf to '' (and the labels to '[]'): unset."""
+    return raw is None or (isinstance(raw, str) and raw.strip() in ("", "[]")) or raw == []
+
+
+def _same(field, left, right):
+    if field in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
+        return quantity_value(left) == quantity_value(right)
+    return left == right
+
+
 def _record(found, field, path, raw):
+    if _unset(raw):
+        return
     value = _FIELD_PARSERS[field](raw, path)
-    if field in found and found[field][1] != value:
-        raise ConfigError(path, "%s conflicts with %s = %s; set one of them" % (
+    if field in found and not _same(field, found[field][1], value):
+        raise ConfigError(path, "%s conflicts with %s = %s; both set the same field: set one of them" % (
             _short(value), found[field][0], _short(found[field][1])))
     found[field] = (path, value)
 
@@ -360,42 +405,39 @@ def validate_image(value, path="prefect.image"):
     return value
 
 
-def resolve_token(block, environ, path="prefect.token"):
-    """(token, where it came from): the environment first, then Nebari's ``prefect.token``."""
-    for name in TOKEN_ENV_VARS:
-        if environ.get(name):
-            return environ[name], name
-    token = block.get("token")
-    if token is None:
-        return None, None
-    if not isinstance(token, str) or not token.strip():
-        raise ConfigError(path, "%s is not a token" % _type_name(token))
-    return resolve_secret_ref(token, path, environ), path
+def validate_label_value(value, path):
+    """A Kubernetes label value: at most 63 characters, alphanumerics with -, _ and . inside."""
+    if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+        raise ConfigError(path, "%s is not a valid Kubernetes label value (at most 63 letters, digits, '-', '_' "
+                          "and '.', starting and ending with a letter or digit)" % _short(value))
+    return value
 
 
 class PrefectConfig:
     """The validated ``prefect:`` block. ``public()`` holds no secret value."""
 
-    def __init__(self, namespace, enabled, image, generation, job, secret_env, token, token_source):
+    def __init__(self, namespace, enabled, image, generation, job, secret_env, credentials, instance):
         self.namespace = namespace
         self.enabled = enabled
         self.image = image
         self.generation = generation
         self.job = job
         self.secret_env = secret_env
-        self.token = token
-        self.token_source = token_source
+        self.credentials = credentials
+        self.token = credentials.token
+        self.token_source = credentials.token_source
+        self.instance = instance
 
     def public(self):
-        return {
+        return dict(self.credentials.public(), **{
             "namespace": self.namespace,
             "enabled": self.enabled,
             "image": self.image,
             "generation": self.generation,
             "job": self.job.as_dict(),
             "secret_env_names": sorted(self.secret_env),
-            "token_source": self.token_source,
-        }
+            "instance": self.instance,
+        })
 
 
 class _AnyVariable(dict):
@@ -408,11 +450,32 @@ class _AnyVariable(dict):
         return ""
 
 
-def parse_qhub_config(doc, environ, generation="auto", require_token=True):
-    """Validate a whole QHub config document; only its ``namespace`` and ``prefect:`` are read."""
+def _no_credentials(generation, environ, api_url):
+    from ansible_collections.qhub.prefect.plugins.module_utils._credentials import Credentials, resolve_api_url
+    try:
+        url, source = resolve_api_url(generation, environ, api_url or None)
+    except ConfigError:
+        url, source = None, None
+    return Credentials(url, source, None, None, None, None)
+
+
+def instance_of(doc, namespace, instance=None):
+    """The stable identity ownership is keyed on: a given one, else project_name, else the namespace."""
+    if instance not in (None, ""):
+        return validate_label_value(instance, "instance")
+    if doc.get("project_name") is not None:
+        return validate_label_value(doc["project_name"], "project_name")
+    return namespace
+
+
+def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_url=None, instance=None):
+    """Validate a whole QHub config document; only its ``project_name``, ``namespace`` and ``prefect:`` are read."""
+    from ansible_collections.qhub.prefect.plugins.module_utils._credentials import resolve as resolve_credentials
+
     if not isinstance(doc, dict):
         raise ConfigError("(top level)", "the QHub config is %s, not a mapping" % _type_name(doc))
     namespace = validate_namespace(doc.get("namespace", DEFAULT_NAMESPACE))
+    instance = instance_of(doc, namespace, instance)
     block = doc.get("prefect")
     if block is None:
         block = {"enabled": False}
@@ -430,15 +493,21 @@ def parse_qhub_config(doc, environ, generation="auto", require_token=True):
         generation = generation_of_image(image)
     elif generation not in GENERATIONS:
         raise ConfigError("generation", "%r is not one of auto, %s" % (generation, ", ".join(GENERATIONS)))
+    if enabled:
+        check_image_version(image, generation)
     # A disabled block is still validated, but its QHUB_SECRET_ references need not resolve: removing
     # the agent must not require the secrets it used to get.
     references = environ if enabled else _AnyVariable(environ)
     job, secret_env = parse_overrides(block.get("overrides"), references)
-    token, token_source = resolve_token(block, references)
-    if enabled and require_token and not token:
-        raise ConfigError("prefect.token", "no Prefect API token: set QHUB_SECRET_PREFECT_TOKEN "
-                          "(or TF_VAR_prefect_token) in the environment")
-    return PrefectConfig(namespace, enabled, image, generation, job, secret_env, token, token_source)
+    if "token" in block and block["token"] is None:
+        raise ConfigError("prefect.token", "is set but empty: give the Prefect API key or leave the key out")
+    if enabled:
+        credentials = resolve_credentials(generation, environ, api_url=api_url, config_token=block.get("token"),
+                                          require=require_token)
+    else:
+        # Removing needs no Prefect API: nothing about the credentials may stop it.
+        credentials = _no_credentials(generation, environ, api_url)
+    return PrefectConfig(namespace, enabled, image, generation, job, secret_env, credentials, instance)
 
 
 def load_yaml_strict(text, source="qhub-config.yml"):
@@ -471,6 +540,8 @@ CONFIG_INFO_ARGUMENT_SPEC = dict(
     config=dict(type="dict"),
     generation=dict(type="str", default="auto", choices=["auto", "prefect1", "prefect3"]),
     require_token=dict(type="bool", default=True),
+    api_url=dict(type="str"),
+    instance=dict(type="str"),
 )
 CONFIG_INFO_REQUIRED_ONE_OF = [("path", "config")]
 CONFIG_INFO_MUTUALLY_EXCLUSIVE = [("path", "config")]
@@ -490,7 +561,8 @@ def config_info(params, environ):
             except (IOError, OSError, UnicodeDecodeError) as exc:
                 return dict(result, failed=True, msg="cannot read the QHub config %s: %s" % (path, exc))
             doc = load_yaml_strict(text, path)
-        config = parse_qhub_config(doc, environ, params["generation"], params["require_token"])
+        config = parse_qhub_config(doc, environ, params["generation"], params["require_token"],
+                                   api_url=params["api_url"] or None, instance=params["instance"] or None)
     except ConfigError as exc:
         return dict(result, failed=True, msg="invalid QHub config: %s" % exc, key=exc.path)
     # No secret value is returned, so none is added to no_log_values: Ansible masks those as

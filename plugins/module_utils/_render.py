@@ -12,17 +12,25 @@ import hashlib
 import hmac
 import json
 
+from ansible_collections.qhub.prefect.plugins.module_utils._credentials import PREFECT_CLOUD1_API, is_prefect_cloud
 from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
-    FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, digest,
+    FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, OWNER_LABEL, digest,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import PREFECT1
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import PREFECT1, image_version
 
 SECRET_DIGEST_ANNOTATION = "qhub.prefect/secret-digest"
+# What this deployment uses on the Prefect side, so a later run can report what it no longer describes.
+PREFECT_OBJECTS_ANNOTATION = "qhub.prefect/prefect-objects"
+AUTH_STRING_KEY = "PREFECT_API_AUTH_STRING"
+# A random key for the secret digest when there is neither token nor auth string to key it with (a
+# self-hosted server without auth); kept in the Secret, which only the collection and admins read.
+DIGEST_SALT_KEY = "qhub-prefect-digest-salt"
+# prefect-kubernetes 0.5.3 (it needs Prefect 3.1) added the setting that keeps the API key out of flow-run Jobs.
+MIN_KEY_BY_REFERENCE_VERSION = (3, 1, 0)
 
 JOB_TEMPLATE_DIGEST_ANNOTATION = "qhub.prefect/job-template-digest"
 JOB_TEMPLATE_DIR = "/etc/prefect-agent"
 JOB_TEMPLATE_FILE = "job_template.yaml"
-PREFECT_CLOUD1_API = "https://api.prefect.io"
 UID = 1001  # the prefect-helm charts' non-root user; Prefect's images run as root by default
 PROBE_PORT = 8080
 
@@ -41,7 +49,7 @@ class AgentSpec:
 
     def __init__(self, name, namespace, generation, image, job, secret_env=None, token=None,
                  api_url=None, work_pool=None, work_queues=None, cluster_uid=None, replicas=1,
-                 job_service_account=None):
+                 job_service_account=None, auth_string=None, instance=None, project=None):
         self.name = name
         self.namespace = namespace
         self.generation = generation
@@ -55,6 +63,12 @@ class AgentSpec:
         self.cluster_uid = cluster_uid
         self.replicas = replicas
         self.job_service_account = job_service_account
+        self.auth_string = auth_string
+        # The stable identity ownership is keyed on (project_name); without one, only this name is owned.
+        self.instance_given = instance is not None
+        self.instance = instance or name
+        self.project = project
+        self.digest_salt = None
 
     @property
     def is_agent(self):
@@ -74,13 +88,16 @@ class AgentSpec:
 
 
 def labels(spec):
-    return {
+    out = {
         "app.kubernetes.io/name": "prefect-" + spec.component,
         INSTANCE_LABEL: spec.name,
         "app.kubernetes.io/component": spec.component,
         "app.kubernetes.io/part-of": "prefect",
         MANAGED_BY_LABEL: FIELD_MANAGER,
     }
+    if spec.instance_given:
+        out[OWNER_LABEL] = spec.instance
+    return out
 
 
 def selector(spec):
@@ -105,7 +122,16 @@ def secret_data(spec):
     if spec.token:
         for key in token_keys(spec):
             data[key] = spec.token
+    if spec.auth_string and not spec.is_agent:
+        data[AUTH_STRING_KEY] = spec.auth_string
+    if spec.digest_salt:
+        data[DIGEST_SALT_KEY] = spec.digest_salt
     return data
+
+
+def needs_digest_salt(spec):
+    """True when secret values would otherwise be digested with no secret key at all."""
+    return bool(spec.secret_env) and not spec.token and not (spec.auth_string and not spec.is_agent)
 
 
 def secret_digest(spec):
@@ -116,7 +142,8 @@ def secret_digest(spec):
     run, and from concurrent run to concurrent run, as it depends on nothing but the input.
     """
     payload = json.dumps(secret_data(spec), sort_keys=True).encode("utf-8")
-    return hmac.new((spec.token or "").encode("utf-8"), payload, hashlib.sha256).hexdigest()
+    key = spec.token or spec.auth_string or spec.digest_salt or ""
+    return hmac.new(key.encode("utf-8"), payload, hashlib.sha256).hexdigest()
 
 
 def render_secret(spec):
@@ -192,12 +219,26 @@ def render_job_template(spec):
     return config_map
 
 
+def key_reaches_flow_runs_as_text(spec):
+    """True when the flow-run Jobs get the API key as a plain env value whatever this collection sets.
+
+    Prefect 1 agents copy their key into every flow-run Job; prefect-kubernetes workers before 0.5.3
+    (Prefect 2.x and 3.0 images) do too. Floating tags are taken to be recent.
+    """
+    if not spec.token:
+        return False
+    if spec.is_agent:
+        return True
+    version = image_version(spec.image)
+    return version is not None and version < MIN_KEY_BY_REFERENCE_VERSION
+
+
 def agent_env(spec):
     job = spec.job
+    api_url = spec.api_url or PREFECT_CLOUD1_API
     env = [
-        _plain("PREFECT__CLOUD__API", spec.api_url or PREFECT_CLOUD1_API),
-        _plain("PREFECT__BACKEND",
-               "cloud" if (spec.api_url or PREFECT_CLOUD1_API).startswith(PREFECT_CLOUD1_API) else "server"),
+        _plain("PREFECT__CLOUD__API", api_url),
+        _plain("PREFECT__BACKEND", "cloud" if is_prefect_cloud(api_url) else "server"),
         _plain("NAMESPACE", spec.namespace),
         _plain("PREFECT__CLOUD__AGENT__AGENT_ADDRESS", "http://0.0.0.0:%d" % PROBE_PORT),
     ]
@@ -233,6 +274,14 @@ def worker_env(spec):
         # Otherwise the worker copies its API key into every flow-run Job's env as plain text.
         env += [_plain("PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_NAME", spec.secret_name),
                 _plain("PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_KEY", "PREFECT_API_KEY")]
+    if spec.auth_string:
+        # The same for a self-hosted server's basic auth: the worker reads it, flow runs get a reference.
+        env += [_secret_ref(spec, AUTH_STRING_KEY),
+                _plain("PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME", spec.secret_name),
+                _plain("PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY", AUTH_STRING_KEY)]
+    if spec.replicas > 1:
+        # Each pod its own worker name (its pod name); one shared name would make them one worker to Prefect.
+        env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     return env
 
 
@@ -242,8 +291,9 @@ def agent_args(spec):
 
 
 def worker_args(spec):
+    name = "$(POD_NAME)" if spec.replicas > 1 else spec.name
     args = ["prefect", "worker", "start", "--type", "kubernetes", "--pool", spec.work_pool or spec.name,
-            "--name", spec.name, "--install-policy", "never", "--with-healthcheck"]
+            "--name", name, "--install-policy", "never", "--with-healthcheck"]
     for queue in spec.work_queues:
         args += ["--work-queue", queue]
     return args
@@ -283,6 +333,8 @@ def render_deployment(spec):
     }
     volumes = [{"name": "home", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
     annotations = {SECRET_DIGEST_ANNOTATION: secret_digest(spec)}
+    deployment["metadata"]["annotations"] = {PREFECT_OBJECTS_ANNOTATION: json.dumps(prefect_objects(spec),
+                                                                                    sort_keys=True)}
     if spec.is_agent:
         container["args"] = agent_args(spec)
         # The agent's own health server (PREFECT__CLOUD__AGENT__AGENT_ADDRESS), up once it has reached the API.
@@ -312,6 +364,13 @@ def render_deployment(spec):
         },
     }
     return deployment
+
+
+def prefect_objects(spec):
+    """The Prefect-side objects this deployment uses (and the role creates when missing)."""
+    if spec.is_agent:
+        return {"project": spec.project} if spec.project else {}
+    return {"work_pool": spec.work_pool or spec.name, "work_queues": sorted(spec.work_queues)}
 
 
 def render_objects(spec):

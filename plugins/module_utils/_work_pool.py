@@ -7,6 +7,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
+import json
 import os
 import re
 
@@ -20,14 +22,20 @@ from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import 
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
     ConfigError, parse_overrides, validate_image, validate_namespace,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._work_pool_template import build_base_job_template
+from ansible_collections.qhub.prefect.plugins.module_utils._work_pool_template import (
+    build_base_job_template, server_default_template,
+)
+
+# Recorded in the template's variables schema ($comment, which JSON Schema ignores): a digest of the input
+# it was built from. A rerun with the same input then needs neither the server's default template nor a write.
+INPUT_MARK = "qhub.prefect input "
 
 DERIVED = ("overrides", "secret_env_names", "secret_name", "job_namespace", "service_account_name", "job_image")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-def derived_template(params):
+def derived_template(params, base=None):
     """The kubernetes template from QHub's overrides; ConfigError names the option at fault."""
     overrides = params["overrides"] or {}
     if "secretEnvVars" in overrides:
@@ -55,7 +63,25 @@ def derived_template(params):
         validate_image(params["job_image"], "job_image")
     job.secret_env_names = sorted(set(names))
     return build_base_job_template(job, params["job_namespace"], params["service_account_name"],
-                                   secret_name=secret_name if names else None, image=params["job_image"])
+                                   secret_name=secret_name if names else None, image=params["job_image"], base=base)
+
+
+def input_mark(shipped_template):
+    """Digest of the template built on the shipped copy: it changes with every input (env references included)."""
+    return INPUT_MARK + hashlib.sha256(json.dumps(shipped_template, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _marked(template, mark):
+    template["variables"]["$comment"] = mark
+    return template
+
+
+def _current_mark(pool):
+    return (((pool or {}).get("base_job_template") or {}).get("variables") or {}).get("$comment")
+
+
+def derived_template_wanted(params):
+    return params["state"] == "present" and params["base_job_template"] is None and params["type"] == "kubernetes"
 
 
 MUTUALLY_EXCLUSIVE = [("base_job_template", option) for option in DERIVED]
@@ -87,6 +113,7 @@ def run(module):
     """prefect_work_pool on an AnsibleModule, or on the controller's stand-in for one."""
     params = module.params
     name = params["name"]
+    shipped = None
     if not name or not name.strip():
         module.fail_json(msg="name: a work pool needs a non-empty name")
     if reserved_name(name):
@@ -97,9 +124,9 @@ def run(module):
                    concurrency_limit=params["concurrency_limit"], base_job_template=params["base_job_template"])
     if params["state"] == "present":
         derived_given = [option for option in DERIVED if params[option] not in (None, [], {}, "")]
-        if params["base_job_template"] is None and params["type"] == "kubernetes":
+        if derived_template_wanted(params):
             try:
-                desired["base_job_template"] = derived_template(params)
+                shipped = derived_template(params)  # validates the input before any request
             except ConfigError as exc:
                 module.fail_json(msg=str(exc))
         elif derived_given and params["type"] != "kubernetes":
@@ -112,14 +139,32 @@ def run(module):
 
     http = http_client(module, generation="prefect3")
     client = Prefect3Client(http)
+    template_source = None
     try:
+        current = client.read_work_pool(name)
+        if derived_template_wanted(params):
+            mark = input_mark(shipped)
+            if _current_mark(current) == mark:
+                desired["base_job_template"] = current["base_job_template"]
+                template_source = "unchanged input"
+            else:
+                base = server_default_template(client.worker_metadata_view() or {})
+                template_source = "server" if base else "shipped copy"
+                try:
+                    desired["base_job_template"] = _marked(derived_template(params, base), mark)
+                except (KeyError, IndexError, TypeError):
+                    # A server template of a shape this collection does not know: the shipped copy.
+                    desired["base_job_template"] = _marked(shipped, mark)
+                    template_source = "shipped copy"
         outcome = ensure_work_pool(client, name, params["type"], desired, params["work_queues"],
-                                   params["state"], module.check_mode)
+                                   params["state"], module.check_mode, current=current)
     except PrefectApiError as exc:
         fail_api(module, exc, http)
 
     result = dict(changed=outcome["changed"], work_pool=outcome["work_pool"], work_queues=outcome["work_queues"],
                   differences=outcome["differences"], requests=http.requests)
+    if template_source:
+        result["base_job_template_source"] = template_source
     if module._diff:
         result["diff"] = dict(before=outcome["before"], after=outcome["after"])
     module.exit_json(**result)

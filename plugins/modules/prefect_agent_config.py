@@ -21,7 +21,16 @@ description:
     object fails in check mode as well.
   - The API token and O(secret_env) live only in the Secret. The Deployment and the flow-run Jobs refer to them
     with C(secretKeyRef); a hash of the Secret's data in the pod template rolls the Deployment when they change.
-  - With O(state=absent), deletes exactly the objects that carry this collection's labels for O(name).
+  - With O(state=absent), deletes exactly the objects that carry this collection's labels for O(name) (and, with
+    O(instance), for that instance in O(namespace)).
+  - With O(instance), a run leaves one agent or worker for that QHub deployment. Objects labelled with this
+    collection's C(app.kubernetes.io/managed-by) and C(qhub.prefect/instance=INSTANCE) under another name
+    (a generation switch) or in another namespace (a namespace move) are removed in the same run, the old
+    Deployment before anything is applied. Check mode and C(--diff) show the removals. Finding them lists
+    each kind across namespaces by label, which needs C(list) on deployments.apps, configmaps, secrets,
+    serviceaccounts, roles and rolebindings at cluster scope; a 403 names the permission that is missing.
+  - Work pools, queues and projects an earlier run used and the input no longer names are reported
+    (RV(prefect_left_in_place), and a warning), never deleted.
   - The mapping of every override to both generations is in the notes, one override a row.
 extends_documentation_fragment:
   - qhub.prefect.kube_auth
@@ -66,12 +75,33 @@ options:
     description:
       - The Prefect API the agent or worker talks to. Required for Prefect 2/3; for Prefect 1 defaults to
         Prefect Cloud 1 (C(https://api.prefect.io)), frozen since October 2023.
-      - Defaults to the environment variable E(PREFECT_API_URL).
+      - Defaults to the environment variable E(PREFECT_API_URL); for Prefect 1 to E(PREFECT__CLOUD__API), then
+        E(PREFECT_API_URL) (as M(qhub.prefect.prefect_project) does).
     type: str
   api_key:
     description:
       - The Prefect API token, stored in the Secret. Defaults to E(QHUB_SECRET_PREFECT_TOKEN),
-        then E(TF_VAR_prefect_token), then E(PREFECT_API_KEY).
+        then E(TF_VAR_prefect_token), then E(PREFECT_API_KEY); a source set but empty fails, naming it.
+      - Required for Prefect Cloud, optional for a self-hosted server.
+      - Prefect 1 agents, and Prefect 2.x and 3.0 workers (prefect-kubernetes before 0.5.3), copy it into every
+        flow-run Job's env as plain text, which this module cannot prevent (RV(api_key_in_flow_run_env)).
+    type: str
+  api_auth_string:
+    description:
+      - For a self-hosted Prefect 2/3 server behind basic auth (C(PREFECT_SERVER_API_AUTH_STRING)), the
+        C(user:password) string. Stored in the Secret as C(PREFECT_API_AUTH_STRING), which the worker reads by
+        C(secretKeyRef) and passes on to flow-run Jobs as a reference too.
+      - Defaults to the environment variable E(PREFECT_API_AUTH_STRING). Ignored for Prefect 1.
+    type: str
+  instance:
+    description:
+      - The stable identity of the QHub deployment (its C(project_name)); labels every object as
+        C(qhub.prefect/instance) and makes this run remove the instance's objects under other names and in other
+        namespaces (see the description). Must be a valid label value.
+      - Unset, only objects named O(name) in O(namespace) are managed.
+    type: str
+  project:
+    description: The Prefect 1 project the agent serves, recorded so a later run can report it once no longer used.
     type: str
   work_pool:
     description: Work pool a Prefect 2/3 worker polls. Defaults to O(name).
@@ -81,7 +111,9 @@ options:
       with the agent's permissions.
     type: str
   replicas:
-    description: Number of agent or worker pods.
+    description:
+      - Number of agent or worker pods. Above 1, each worker is named after its pod, so Prefect sees them as
+        distinct workers.
     type: int
     default: 1
   create_namespace:
@@ -156,7 +188,10 @@ notes:
   - Setting one field both in the flat and the nested form with different values fails.
   - Pods run as user 1001 and meet the C(restricted) Pod Security profile.
   - A Prefect 2/3 worker gets C(PREFECT_KUBERNETES_CLUSTER_UID) (read from the kube-system namespace at deploy
-    time) and C(PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES), so its namespaced Role suffices.
+    time, when the deployer may; otherwise RV(cluster_uid) says it was skipped) and
+    C(PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES), so its namespaced Role suffices.
+  - An image tag older than the command needs fails (Prefect 2.11.0 for C(prefect worker start --install-policy
+    --with-healthcheck), 0.13.19 for C(prefect agent kubernetes start --job-template)).
 seealso:
   - module: qhub.prefect.prefect_work_pool
   - module: qhub.prefect.prefect_project
@@ -225,6 +260,30 @@ objects:
     action:
       description: One of C(created), C(updated), C(unchanged), C(deleted), C(skipped) (present but not owned).
       type: str
+removed:
+  description: Objects removed (or, in check mode, that would be) because they belong to this instance under another
+    name or in another namespace, or because O(state=absent).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {kind: Deployment, namespace: dev, name: prefect-agent, action: deleted}
+prefect_left_in_place:
+  description: Prefect objects an earlier run of this instance used that are no longer named, left in place.
+  returned: with O(instance) and O(state=present)
+  type: list
+  elements: dict
+  sample:
+    - {kind: work_pool, name: old-pool}
+cluster_uid:
+  description: Why C(PREFECT_KUBERNETES_CLUSTER_UID) was not set (the kube-system namespace could not be read).
+  returned: when it could not be read
+  type: str
+api_key_in_flow_run_env:
+  description: Whether the agent or worker will copy the API key into flow-run Job env as plain text (Prefect 1
+    agents; workers on Prefect 2.x or 3.0 images), which no setting prevents.
+  returned: with O(state=present)
+  type: bool
 api_requests:
   description: Requests sent to the Kubernetes API server.
   returned: always

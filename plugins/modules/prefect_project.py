@@ -46,9 +46,11 @@ options:
     description:
       - The Prefect 1 GraphQL API. Prefect Server 1 C(http://HOST:4200/graphql); Prefect Cloud 1
         C(https://api.prefect.io) (frozen since October 2023).
-      - Defaults to the environment variable E(PREFECT__CLOUD__API), then C(https://api.prefect.io).
+      - Defaults to the environment variable E(PREFECT__CLOUD__API), then E(PREFECT_API_URL) (the same two, in
+        the same order, that M(qhub.prefect.prefect_agent_config) gives a Prefect 1 agent), then
+        C(https://api.prefect.io).
+      - An API key is required for Prefect Cloud and optional for a self-hosted Prefect Server 1.
     type: str
-    default: https://api.prefect.io
   api_auth_string:
     description: Not used by Prefect 1.
     type: str
@@ -126,8 +128,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import 
 
 
 def main():
-    argument_spec = prefect_api_argument_spec(api_url_default="https://api.prefect.io",
-                                              api_url_env=("PREFECT__CLOUD__API",))
+    argument_spec = prefect_api_argument_spec()
     argument_spec.update(
         name=dict(type="str", required=True),
         description=dict(type="str"),

@@ -32,9 +32,26 @@ options:
     choices: [auto, prefect1, prefect3]
     default: auto
   require_token:
-    description: Fail when C(prefect.enabled) is true and no API token is found.
+    description:
+      - Fail when C(prefect.enabled) is true, the API is Prefect Cloud (C(api.prefect.io), C(api.prefect.cloud))
+        and no API token is found. A self-hosted server never requires one.
+      - The token comes from E(QHUB_SECRET_PREFECT_TOKEN), then E(TF_VAR_prefect_token), then E(PREFECT_API_KEY),
+        then C(prefect.token) (a C(QHUB_SECRET_NAME) value there stands for E(NAME)). A source that is set but
+        empty fails, naming it. Every module of the collection applies the same rule.
     type: bool
     default: true
+  api_url:
+    description:
+      - The Prefect API URL the deployment will use, which decides whether a token is required.
+      - Defaults to E(PREFECT_API_URL) for Prefect 2/3; to E(PREFECT__CLOUD__API), then E(PREFECT_API_URL), then
+        Prefect Cloud 1 for Prefect 1.
+    type: str
+  instance:
+    description:
+      - The stable identity of this QHub deployment that the collection's objects are labelled with and ownership
+        is keyed on. Defaults to the config's C(project_name), else its C(namespace).
+      - Must be a valid Kubernetes label value.
+    type: str
 attributes:
   check_mode:
     description: Can run in check mode and return the changed status a real run would report, without changing anything.
@@ -92,6 +109,24 @@ prefect:
       elements: str
     token_source:
       description: Where the API token was found (an environment variable or C(prefect.token)), or null.
+      type: str
+    token_required:
+      description: Whether the API (Prefect Cloud) requires a token.
+      type: bool
+    prefect_cloud:
+      description: Whether the API URL is Prefect Cloud (1, 2 or 3).
+      type: bool
+    api_url:
+      description: The Prefect API URL (without any user:password), or null for Prefect 2/3 when none is set.
+      type: str
+    api_url_source:
+      description: Where the API URL came from (O(api_url), an environment variable or the Prefect 1 default).
+      type: str
+    auth_string_source:
+      description: Where the Prefect 2/3 basic auth string came from (E(PREFECT_API_AUTH_STRING)), or null.
+      type: str
+    instance:
+      description: The identity ownership is keyed on (O(instance), C(project_name) or the namespace).
       type: str
 '''
 

@@ -39,6 +39,10 @@ class ControllerModule:
         self.check_mode = check_mode
         self._diff = diff
         self.no_log_values = set(no_log_values)
+        self._warnings = []
+
+    def warn(self, warning):
+        self._warnings.append(warning)
 
     def exit_json(self, **result):
         raise _ModuleExit(self._formatted(result))
@@ -50,6 +54,8 @@ class ControllerModule:
 
     def _formatted(self, result):
         result.setdefault("invocation", {"module_args": self.params})
+        if self._warnings:
+            result["warnings"] = result.get("warnings", []) + self._warnings
         # As AnsibleModule does: no_log values are masked everywhere, booleans and None are kept as they are.
         preserved = dict((key, value) for key, value in result.items() if value is None or isinstance(value, bool))
         result = remove_values(result, self.no_log_values)

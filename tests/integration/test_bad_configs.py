@@ -19,6 +19,12 @@ def expectation(path):
     return (str(path) if key == "qhub-config" else key), lines[1].split(":", 1)[1].strip()
 
 
+def environment(path):
+    """The ``# env: NAME=value`` lines: the environment the config fails in (empty values included)."""
+    return dict(line.split(":", 1)[1].strip().split("=", 1) for line in path.read_text(encoding="utf-8").splitlines()
+                if line.startswith("# env:"))
+
+
 def cluster_state(api_client):
     """Namespaces and every object this collection could have written, with resourceVersions."""
     core, apps, rbac = k8s.CoreV1Api(api_client), k8s.AppsV1Api(api_client), k8s.RbacAuthorizationV1Api(api_client)
@@ -51,7 +57,8 @@ def test_every_bad_config_fails_named_and_writes_nothing(testbed, kube_admin):
     pools_before = pools(testbed.prefect_api_url)
 
     def deploy(path):
-        return path, run_playbook("playbooks/deploy.yml", {"qhub_config_file": str(path)}, env=env)
+        return path, run_playbook("playbooks/deploy.yml", {"qhub_config_file": str(path)},
+                                  env=dict(env, **environment(path)))
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = list(pool.map(deploy, CORPUS))

@@ -18,7 +18,10 @@ import pytest
 import yaml
 
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import parse_overrides
-from ansible_collections.qhub.prefect.plugins.module_utils._work_pool_template import build_base_job_template
+from ansible_collections.qhub.prefect.plugins.module_utils._work_pool import input_mark
+from ansible_collections.qhub.prefect.plugins.module_utils._work_pool_template import (
+    build_base_job_template, server_default_template,
+)
 from tests.ansible_cli import run_module, run_playbook
 from tests.testbed.prefect1_standin import Prefect1StandIn
 
@@ -72,14 +75,33 @@ def pool_args(api_url, name, **extra):
     return args
 
 
-def expected_template(overrides, secret_env_names=("DATABASE_PASSWORD",)):
+def expected_template(overrides, api_url, secret_env_names=("DATABASE_PASSWORD",)):
+    """The server's own default kubernetes template with the overrides, marked with the input's digest."""
     job, dummy = parse_overrides(overrides, {}, path="overrides")
     job.secret_env_names = list(secret_env_names)
-    return build_base_job_template(job, "dev", "prefect-worker", secret_name="prefect-worker")
+    shipped = build_base_job_template(job, "dev", "prefect-worker", secret_name="prefect-worker")
+    request = urllib.request.Request(api_url + "/collections/views/aggregate-worker-metadata")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        base = server_default_template(json.loads(response.read()))
+    assert base is not None, "the test bed's server serves no kubernetes default template"
+    template = build_base_job_template(job, "dev", "prefect-worker", secret_name="prefect-worker", base=base)
+    template["variables"]["$comment"] = input_mark(shipped)
+    return template
 
 
 def job_resources(template):
-    return template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    """The flow-run container's resources as a worker renders them from the variables' defaults."""
+    properties = template["variables"]["properties"]
+    resources = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0][
+        "resources"]
+    out = {}
+    for kind, fields in resources.items():
+        values = dict((field, properties[placeholder.strip("{} ")].get("default"))
+                      for field, placeholder in fields.items())
+        values = dict((field, value) for field, value in values.items() if value is not None)
+        if values:
+            out[kind] = values
+    return out
 
 
 class FaultyProxy:
@@ -157,7 +179,7 @@ def test_check_mode_then_create_then_rerun_then_change_then_absent(api_url, pool
     assert checked.rc == 0, checked
     assert checked["changed"] is True
     assert checked["differences"] == ["work_pool", "work_queue:dev"]
-    assert checked["work_pool"]["base_job_template"] == expected_template(OVERRIDES)
+    assert checked["work_pool"]["base_job_template"] == expected_template(OVERRIDES, api_url)
     assert checked["work_queues"] == ["default", "dev"]
     assert read_pool(api_url, pool) is None
 
@@ -166,7 +188,7 @@ def test_check_mode_then_create_then_rerun_then_change_then_absent(api_url, pool
     assert created["changed"] is True
     stored = read_pool(api_url, pool)
     assert stored["type"] == "kubernetes"
-    assert stored["base_job_template"] == expected_template(OVERRIDES)
+    assert stored["base_job_template"] == expected_template(OVERRIDES, api_url)
     assert job_resources(stored["base_job_template"]) == {"limits": {"cpu": "2", "memory": "4Gi"},
                                                           "requests": {"cpu": "500m"}}
     assert sorted(queue_names(api_url, pool)) == ["default", "dev"]
@@ -184,14 +206,15 @@ def test_check_mode_then_create_then_rerun_then_change_then_absent(api_url, pool
     check_change = run_module("prefect_work_pool", pool_args(api_url, pool, overrides=bigger), check=True, diff=True)
     assert check_change.rc == 0, check_change
     assert check_change["changed"] is True and check_change["differences"] == ["base_job_template"]
-    assert '-                                            "cpu": "2",' in check_change.stdout
-    assert '+                                            "cpu": "4",' in check_change.stdout
+    lines = check_change.stdout.splitlines()
+    assert any(line.startswith("-") and '"default": "2"' in line for line in lines), check_change.stdout[-3000:]
+    assert any(line.startswith("+") and '"default": "4"' in line for line in lines)
     assert job_resources(read_pool(api_url, pool)["base_job_template"])["limits"]["cpu"] == "2"
 
     changed = run_module("prefect_work_pool", pool_args(api_url, pool, overrides=bigger))
     assert changed.rc == 0, changed
     assert changed["changed"] is True and changed["differences"] == ["base_job_template"]
-    assert read_pool(api_url, pool)["base_job_template"] == expected_template(bigger)
+    assert read_pool(api_url, pool)["base_job_template"] == expected_template(bigger, api_url)
     assert read_pool(api_url, pool)["id"] == stored["id"]
 
     described = run_module("prefect_work_pool", pool_args(api_url, pool, overrides=bigger, description="QHub dev",
@@ -308,8 +331,9 @@ def test_503_twice_then_the_server_is_retried_and_converges(api_url, pool, proxy
     result = run_module("prefect_work_pool", pool_args(proxy.url, pool))
     assert result.rc == 0, result
     assert result["changed"] is True
-    assert read_pool(api_url, pool)["base_job_template"] == expected_template(OVERRIDES)
-    assert result["requests"] == len(proxy.received) == 4 + 2  # GET, POST pool, queues filter, POST queue; 2 retried
+    assert read_pool(api_url, pool)["base_job_template"] == expected_template(OVERRIDES, api_url)
+    # GET pool, GET the server's default template, POST pool, queues filter, POST queue; 2 retried
+    assert result["requests"] == len(proxy.received) == 5 + 2
     gaps = [b["time"] - a["time"] for a, b in zip(proxy.received, proxy.received[1:3])]
     assert gaps[0] >= 0.45 and gaps[1] >= 0.95  # backoff 0.5 s then 1 s
     run_module("prefect_work_pool", {"name": pool, "api_url": api_url, "state": "absent"})

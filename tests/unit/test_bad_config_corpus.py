@@ -19,6 +19,12 @@ def expectation(path):
     return (str(path) if key == "qhub-config" else key), message
 
 
+def environment(path):
+    """The ``# env: NAME=value`` lines: the environment the config fails in (empty values included)."""
+    return dict(line.split(":", 1)[1].strip().split("=", 1) for line in path.read_text(encoding="utf-8").splitlines()
+                if line.startswith("# env:"))
+
+
 def test_the_corpus_is_large_enough():
     assert len(CORPUS) >= 40
 
@@ -27,6 +33,6 @@ def test_the_corpus_is_large_enough():
 def test_bad_config_fails_naming_key_and_problem(path):
     key, message = expectation(path)
     with pytest.raises(ConfigError) as caught:
-        parse_qhub_config(load_yaml_strict(path.read_text(encoding="utf-8"), str(path)), {})
+        parse_qhub_config(load_yaml_strict(path.read_text(encoding="utf-8"), str(path)), environment(path))
     assert caught.value.path == key
     assert message in caught.value.message

@@ -3,7 +3,7 @@
 import pytest
 
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
-    DEFAULT_IMAGE, PREFECT1, PREFECT3, ConfigError, generation_of_image, load_yaml_strict,
+    DEFAULT_IMAGE, PREFECT1, PREFECT3, QHUB_LEGACY_IMAGE, ConfigError, generation_of_image, load_yaml_strict,
     parse_overrides, parse_qhub_config, quantity_value,
 )
 
@@ -141,9 +141,71 @@ def test_token_from_environment_preferred_over_config():
     assert (parsed.token, parsed.token_source) == ("from-config", "prefect.token")
 
 
-def test_enabled_without_token_fails_and_disabled_needs_none():
-    assert error_of(parse_qhub_config, config(), {}).path == "prefect.token"
-    assert parse_qhub_config({"prefect": {"enabled": False}}, {}).enabled is False
+CLOUD = {"PREFECT_API_URL": "https://api.prefect.cloud/api/accounts/a/workspaces/w"}
+SELF_HOSTED = {"PREFECT_API_URL": "http://prefect.dev:4200/api"}
+
+
+def test_a_token_is_required_for_prefect_cloud_only():
+    assert error_of(parse_qhub_config, config(), CLOUD).path == "prefect.token"
+    # Prefect 1 without a URL is Prefect Cloud 1.
+    assert error_of(parse_qhub_config, config(image=QHUB_LEGACY_IMAGE), {}).path == "prefect.token"
+    parsed = parse_qhub_config(config(), SELF_HOSTED)
+    assert (parsed.token, parsed.token_source, parsed.public()["token_required"]) == (None, None, False)
+    parsed = parse_qhub_config(config(image=QHUB_LEGACY_IMAGE), {"PREFECT__CLOUD__API": "http://apollo:4200/graphql"})
+    assert parsed.token is None and parsed.public()["api_url_source"] == "PREFECT__CLOUD__API"
+    assert parse_qhub_config({"prefect": {"enabled": False}}, CLOUD).enabled is False
+
+
+def test_prefect_api_key_alone_is_a_token_source():
+    parsed = parse_qhub_config(config(), dict(CLOUD, PREFECT_API_KEY="pnu_x"))
+    assert (parsed.token, parsed.token_source) == ("pnu_x", "PREFECT_API_KEY")
+
+
+@pytest.mark.parametrize("environ, key", [
+    ({"QHUB_SECRET_PREFECT_TOKEN": "", "TF_VAR_prefect_token": "t"}, "QHUB_SECRET_PREFECT_TOKEN"),
+    ({"TF_VAR_prefect_token": " ", "PREFECT_API_KEY": "k"}, "TF_VAR_prefect_token"),
+    ({"PREFECT_API_KEY": ""}, "PREFECT_API_KEY"),
+])
+def test_a_token_source_set_but_empty_fails_naming_it(environ, key):
+    error = error_of(parse_qhub_config, config(token="from-config"), dict(SELF_HOSTED, **environ))
+    assert (error.path, error.message.startswith("is set but empty")) == (key, True)
+
+
+def test_instance_is_project_name_or_given_and_a_label_value():
+    assert parse_qhub_config(dict(config(), project_name="demo"), SELF_HOSTED).instance == "demo"
+    assert parse_qhub_config(dict(config(), namespace="ns1"), SELF_HOSTED).instance == "ns1"
+    assert parse_qhub_config(dict(config(), project_name="demo"), SELF_HOSTED, instance="other").instance == "other"
+    assert error_of(parse_qhub_config, dict(config(), project_name="a b"), SELF_HOSTED).path == "project_name"
+    assert error_of(parse_qhub_config, dict(config(), project_name="x" * 64), SELF_HOSTED).path == "project_name"
+    error = error_of(parse_qhub_config, config(), SELF_HOSTED, instance="-bad")
+    assert error.path == "instance" and "label value" in error.message
+
+
+def test_qhub_chart_form_under_prefect_agent():
+    """QHub's chart values.yaml: prefect_agent.{job.*, prefectLabels}, unset leaves as '' and labels as '[]'."""
+    chart_defaults = {"prefect_agent": {
+        "job": {"imagePullSecrets": "", "imagePullPolicy": "",
+                "resources": {"requests": {"memory": "", "cpu": ""}, "limits": {"memory": "", "cpu": ""}}},
+        "prefectLabels": "[]"}}
+    job, _secret = parse_overrides(chart_defaults, {})
+    assert job.as_dict() == parse_overrides({}, {})[0].as_dict()
+    chart_form = {"prefect_agent": {
+        "job": {"imagePullSecrets": "regcred", "imagePullPolicy": "Always",
+                "resources": {"requests": {"memory": "1Gi", "cpu": "500m"}, "limits": {"memory": "4Gi", "cpu": "2"}}},
+        "prefectLabels": "['dev', 'gpu']"}}
+    job, _secret = parse_overrides(chart_form, {})
+    assert (job.image_pull_secrets, job.image_pull_policy, job.labels) == (["regcred"], "Always", ["dev", "gpu"])
+    assert job.resources() == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+
+
+def test_flat_and_nested_agree_by_value_and_disagree_naming_both_paths():
+    job, _secret = parse_overrides({"JOB_CPU_LIMIT": "2", "prefect_agent": {"job": {"resources": {
+        "limits": {"cpu": "2000m"}}}}}, {})
+    assert job.cpu_limit == "2000m"
+    error = error_of(parse_overrides, {"JOB_CPU_LIMIT": "2", "prefect_agent": {"job": {"resources": {
+        "limits": {"cpu": "4"}}}}}, {})
+    assert error.path == "prefect.overrides.prefect_agent.job.resources.limits.cpu"
+    assert "prefect.overrides.JOB_CPU_LIMIT" in error.message
 
 
 def test_public_view_holds_no_secret_value():

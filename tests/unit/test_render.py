@@ -140,3 +140,92 @@ def test_readiness_is_the_agents_or_workers_own_health_endpoint_and_a_slow_start
     assert "initialDelaySeconds" not in container["livenessProbe"]
     if generation == PREFECT3:
         assert "--with-healthcheck" in container["args"]
+
+
+def env_by_name(objects):
+    return dict((item["name"], item) for item in container_of(objects)["env"])
+
+
+def test_replicas_above_one_give_each_worker_its_pod_name():
+    one = render_objects(spec(PREFECT3))
+    args = container_of(one)["args"]
+    assert args[args.index("--name") + 1] == "prefect-x" and "POD_NAME" not in env_by_name(one)
+    three = render_objects(spec(PREFECT3, replicas=3))
+    args = container_of(three)["args"]
+    assert args[args.index("--name") + 1] == "$(POD_NAME)"
+    assert env_by_name(three)["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert by_kind(three)["Deployment"]["spec"]["replicas"] == 3
+
+
+def test_the_auth_string_reaches_the_worker_from_the_secret_and_flow_runs_by_reference():
+    objects = render_objects(spec(PREFECT3, token=None, auth_string="qhub:canary-auth"))
+    secret = by_kind(objects)["Secret"]["data"]
+    assert base64.b64decode(secret["PREFECT_API_AUTH_STRING"]).decode() == "qhub:canary-auth"
+    assert "PREFECT_API_KEY" not in secret
+    env = env_by_name(objects)
+    assert env["PREFECT_API_AUTH_STRING"] == {"name": "PREFECT_API_AUTH_STRING", "valueFrom": {
+        "secretKeyRef": {"name": "prefect-x", "key": "PREFECT_API_AUTH_STRING"}}}
+    assert env["PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME"]["value"] == "prefect-x"
+    assert "PREFECT_API_KEY" not in env
+    assert "canary-auth" not in json.dumps(by_kind(objects)["Deployment"])
+    # Prefect 1 has no auth string.
+    assert "PREFECT_API_AUTH_STRING" not in by_kind(render_objects(spec(PREFECT1, auth_string="a:b")))["Secret"]["data"]
+
+
+def test_instance_label_only_with_an_instance_and_never_in_the_selector():
+    plain = by_kind(render_objects(spec(PREFECT3)))["Deployment"]
+    assert "qhub.prefect/instance" not in plain["metadata"]["labels"]
+    owned = by_kind(render_objects(spec(PREFECT3, instance="demo")))["Deployment"]
+    assert owned["metadata"]["labels"]["qhub.prefect/instance"] == "demo"
+    assert owned["spec"]["template"]["metadata"]["labels"]["qhub.prefect/instance"] == "demo"
+    # A Deployment's selector cannot change: adding the label must not touch it.
+    assert owned["spec"]["selector"] == plain["spec"]["selector"]
+
+
+def test_the_deployment_records_the_prefect_objects_it_uses():
+    worker = by_kind(render_objects(spec(PREFECT3)))["Deployment"]
+    assert json.loads(worker["metadata"]["annotations"]["qhub.prefect/prefect-objects"]) == {
+        "work_pool": "qhub", "work_queues": ["dev", "gpu"]}
+    agent = by_kind(render_objects(spec(PREFECT1, project="flows")))["Deployment"]
+    assert json.loads(agent["metadata"]["annotations"]["qhub.prefect/prefect-objects"]) == {"project": "flows"}
+
+
+@pytest.mark.parametrize("generation, image, token, copied", [
+    (PREFECT1, "prefecthq/prefect:1.4.1", "k", True),
+    (PREFECT3, "prefecthq/prefect:2.20.3-python3.11-kubernetes", "k", True),
+    (PREFECT3, "prefecthq/prefect:3.0.11-python3.11-kubernetes", "k", True),
+    (PREFECT3, "prefecthq/prefect:3.1.0-python3.11-kubernetes", "k", False),
+    (PREFECT3, "prefecthq/prefect:3-python3.11-kubernetes", "k", False),
+    (PREFECT1, "prefecthq/prefect:1.4.1", None, False),
+])
+def test_which_agents_and_workers_copy_the_key_into_flow_runs(generation, image, token, copied):
+    from ansible_collections.qhub.prefect.plugins.module_utils._render import key_reaches_flow_runs_as_text
+    assert key_reaches_flow_runs_as_text(spec(generation, image=image, token=token)) is copied
+
+
+def test_without_any_key_the_secret_digest_is_keyed_with_a_salt():
+    from ansible_collections.qhub.prefect.plugins.module_utils._render import needs_digest_salt, secret_digest
+    unkeyed = spec(PREFECT3, token=None)
+    assert needs_digest_salt(unkeyed)
+    bare = secret_digest(unkeyed)
+    unkeyed.digest_salt = "c2FsdA=="
+    salted = render_objects(unkeyed)
+    assert bare != secret_digest(unkeyed)
+    assert "qhub-prefect-digest-salt" in by_kind(salted)["Secret"]["data"]
+    assert not needs_digest_salt(spec(PREFECT3))
+
+
+def test_qhub_chart_form_reaches_the_prefect1_job_template_and_agent_env():
+    job, dummy = parse_overrides({"prefect_agent": {
+        "job": {"imagePullSecrets": "regcred", "imagePullPolicy": "Always",
+                "resources": {"requests": {"memory": "1Gi", "cpu": ""}, "limits": {"memory": "", "cpu": "2"}}},
+        "prefectLabels": "['dev']"}}, {})
+    objects = render_objects(spec(PREFECT1, job=job, secret_env={}))
+    template = yaml.safe_load(by_kind(objects)["ConfigMap"]["data"]["job_template.yaml"])
+    pod = template["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["containers"][0]["resources"] == {"requests": {"memory": "1Gi"}, "limits": {"cpu": "2"}}
+    env = env_by_name(objects)
+    assert (env["PREFECT__CLOUD__AGENT__LABELS"]["value"], env["IMAGE_PULL_POLICY"]["value"],
+            env["JOB_CPU_LIMIT"]["value"]) == ('["dev"]', "Always", "2")
+    assert "JOB_CPU_REQUEST" not in env

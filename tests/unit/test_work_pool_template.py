@@ -13,7 +13,9 @@ from ansible_collections.qhub.prefect.plugins.module_utils._kubernetes_job_templ
     DEFAULT_BASE_JOB_TEMPLATE, PREFECT_KUBERNETES_VERSION,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import parse_overrides
-from ansible_collections.qhub.prefect.plugins.module_utils._work_pool_template import build_base_job_template
+from ansible_collections.qhub.prefect.plugins.module_utils._work_pool_template import (
+    build_base_job_template, server_default_template,
+)
 
 # The test bed's Prefect 3 venv (tests/testbed/install-venvs.sh), found the way the test bed finds it.
 PREFECT_VENV = pathlib.Path(os.environ.get("QHUB_PREFECT_SERVER_VENV") or pathlib.Path(
@@ -59,26 +61,88 @@ QHUB_OVERRIDES = {
 }
 
 
-def test_resources_are_written_literally_into_the_job_manifest():
+def render_like_prefect(template, job_variables=None):
+    """The flow-run Job a worker makes: variable defaults, then job_variables, into single placeholders.
+
+    The rule of prefect.utilities.templating.apply_values: a placeholder with no value (no default,
+    or a null one) removes its key. (test_prefect_renders_the_same checks it against Prefect itself.)
+    """
+    values = dict((name, prop["default"]) for name, prop in template["variables"]["properties"].items()
+                  if prop.get("default") is not None)
+    values.update(job_variables or {})
+    missing = object()
+
+    def apply(value):
+        if isinstance(value, dict):
+            out = dict((key, apply(item)) for key, item in value.items())
+            return dict((key, item) for key, item in out.items() if item is not missing)
+        if isinstance(value, list):
+            return [apply(item) for item in value]
+        match = PLACEHOLDER.fullmatch(value) if isinstance(value, str) else None
+        return values.get(match.group(1), missing) if match else value
+
+    return apply(template["job_configuration"])["job_manifest"]
+
+
+def rendered_container(template, job_variables=None):
+    return render_like_prefect(template, job_variables)["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_resources_are_variables_whose_defaults_are_the_config():
     template = build_base_job_template(job_from(QHUB_OVERRIDES), "dev", "prefect")
-    assert container(template)["resources"] == {"limits": {"cpu": "4", "memory": "8Gi"},
-                                                "requests": {"cpu": "500m", "memory": "1Gi"}}
-    # The cpu/memory variables exist only from prefect-kubernetes 0.7.6 on; an older worker would drop them.
-    for variable in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
-        assert variable not in template["variables"]["properties"]
-    assert not placeholders(container(template)["resources"])
+    properties = template["variables"]["properties"]
+    assert [properties[v]["default"] for v in ("cpu_request", "cpu_limit", "memory_request", "memory_limit")] == [
+        "500m", "4", "1Gi", "8Gi"]
+    assert container(template)["resources"] == {"limits": {"cpu": "{{ cpu_limit }}", "memory": "{{ memory_limit }}"},
+                                                "requests": {"cpu": "{{ cpu_request }}",
+                                                             "memory": "{{ memory_request }}"}}
+    assert rendered_container(template)["resources"] == {"limits": {"cpu": "4", "memory": "8Gi"},
+                                                         "requests": {"cpu": "500m", "memory": "1Gi"}}
     assert_prefect_would_accept(template)
+
+
+def test_a_deployments_job_variables_still_change_resources_pull_policy_and_image():
+    template = build_base_job_template(job_from(QHUB_OVERRIDES), "dev", "prefect", image="registry.example/f:1")
+    overridden = rendered_container(template, {"cpu_limit": "8", "memory_request": "2Gi",
+                                               "image_pull_policy": "Always", "image": "registry.example/f:2"})
+    assert overridden["resources"] == {"limits": {"cpu": "8", "memory": "8Gi"},
+                                       "requests": {"cpu": "500m", "memory": "2Gi"}}
+    assert (overridden["imagePullPolicy"], overridden["image"]) == ("Always", "registry.example/f:2")
 
 
 def test_flat_job_overrides_land_in_the_same_place():
     template = build_base_job_template(job_from({"JOB_CPU_LIMIT": "2", "JOB_MEM_REQUEST": "512Mi"}), "dev", None)
-    assert container(template)["resources"] == {"limits": {"cpu": "2"}, "requests": {"memory": "512Mi"}}
+    assert rendered_container(template)["resources"] == {"limits": {"cpu": "2"}, "requests": {"memory": "512Mi"}}
 
 
-def test_without_resources_the_container_has_none():
+def test_without_resources_the_flow_run_container_gets_none():
     template = build_base_job_template(job_from({}), "dev", None)
-    assert "resources" not in container(template)
+    assert rendered_container(template)["resources"] == {"limits": {}, "requests": {}}
     assert_prefect_would_accept(template)
+
+
+def test_a_base_without_resource_variables_gets_them_declared():
+    """An older server's default template (prefect-kubernetes before 0.7.6) has no cpu/memory variables."""
+    old = copy.deepcopy(DEFAULT_BASE_JOB_TEMPLATE)
+    for variable in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
+        del old["variables"]["properties"][variable]
+    del container(old)["resources"]
+    template = build_base_job_template(job_from(QHUB_OVERRIDES), "dev", "prefect", base=old)
+    assert_prefect_would_accept(template)
+    assert rendered_container(template)["resources"]["limits"] == {"cpu": "4", "memory": "8Gi"}
+
+
+def test_the_servers_default_template_is_preferred_when_it_has_the_known_shape():
+    view = {"prefect-kubernetes": {"kubernetes": {"default_base_job_configuration": copy.deepcopy(
+        DEFAULT_BASE_JOB_TEMPLATE)}}}
+    view["prefect-kubernetes"]["kubernetes"]["default_base_job_configuration"]["variables"]["properties"][
+        "finished_job_ttl"]["default"] = 60
+    base = server_default_template(view)
+    template = build_base_job_template(job_from({}), "dev", None, base=base)
+    assert template["variables"]["properties"]["finished_job_ttl"]["default"] == 60
+    assert server_default_template({}) is None
+    assert server_default_template({"prefect-kubernetes": {"kubernetes": {"default_base_job_configuration": {}}}}) \
+        is None
 
 
 def test_variable_defaults_carry_namespace_service_account_pull_policy_image_and_env():
@@ -156,3 +220,29 @@ def test_shipped_default_matches_prefect_kubernetes(tmp_path):
     assert json.loads(printed.stdout) == DEFAULT_BASE_JOB_TEMPLATE, (
         "the shipped template (prefect-kubernetes %s) differs from the installed prefect-kubernetes %s"
         % (PREFECT_KUBERNETES_VERSION, version))
+
+
+@pytest.mark.skipif(not (PREFECT_VENV / "bin" / "prefect").exists(),
+                    reason="no Prefect venv at %s (tests/testbed/install-venvs.sh makes it)" % PREFECT_VENV)
+def test_prefect_renders_the_same(tmp_path):
+    """Prefect's own KubernetesWorkerJobConfiguration renders the template as render_like_prefect does."""
+    template = build_base_job_template(job_from(QHUB_OVERRIDES), "dev", "prefect", image="registry.example/f:1")
+    job_variables = {"cpu_limit": "8", "image_pull_policy": "Always"}
+    script = (
+        "import asyncio, json, sys\n"
+        "from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration as C\n"
+        "t, v = json.loads(sys.argv[1]), json.loads(sys.argv[2])\n"
+        "c = asyncio.run(C.from_template_and_values(t, v, client=object()))\n"
+        "print(json.dumps(c.job_manifest['spec']['template']['spec']['containers'][0]))\n")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    printed = subprocess.run([str(PREFECT_VENV / "bin" / "python"), "-c", script, json.dumps(template),
+                              json.dumps(job_variables)], capture_output=True, text=True, env=env, timeout=120,
+                             check=False)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    theirs = json.loads(printed.stdout.strip().splitlines()[-1])
+    ours = rendered_container(template, job_variables)
+    assert theirs["resources"] == ours["resources"] == {"limits": {"cpu": "8", "memory": "8Gi"},
+                                                        "requests": {"cpu": "500m", "memory": "1Gi"}}
+    assert theirs["imagePullPolicy"] == ours["imagePullPolicy"] == "Always"
+    assert theirs["image"] == ours["image"] == "registry.example/f:1"
