@@ -57,7 +57,8 @@ def kube_target(kubeconfig=None, context=None, host=None, environ=None):
     if host:
         return {"server": host.rstrip("/"), "context": None, "cluster": None, "namespace": None, "kubeconfig": None}
     listed = kubeconfig or environ.get("KUBECONFIG") or ""
-    paths = [path for path in listed.split(os.pathsep) if path] or [os.path.expanduser("~/.kube/config")]
+    paths = [path for path in listed.split(os.pathsep) if path] or [
+        os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".kube", "config")]
     existing = [path for path in paths if os.path.exists(path)]
     if not existing:
         if not listed and environ.get("KUBERNETES_SERVICE_HOST"):
