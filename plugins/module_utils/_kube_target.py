@@ -79,8 +79,9 @@ def kube_target(kubeconfig=None, context=None, host=None, environ=None):
     cluster_name = contexts[name].get("cluster")
     cluster = _entries(documents, "clusters").get(cluster_name)
     if cluster is None or not cluster.get("server"):
+        problem = "has no server" if cluster is not None else "does not exist"
         raise KubeTargetError("the context %r of the kubeconfig %s names the cluster %r, which %s"
-                              % (name, shown, cluster_name, "has no server" if cluster is not None else "does not exist"))
+                              % (name, shown, cluster_name, problem))
     return {"server": str(cluster["server"]).rstrip("/"), "context": name, "cluster": cluster_name,
             "namespace": contexts[name].get("namespace"), "kubeconfig": shown}
 

@@ -11,9 +11,10 @@ import uuid
 import pytest
 
 from tests.fault_proxy import FaultProxy
-from tests.fleet import (  # noqa: F401 - fleet_clusters is a fixture
-    config, fleet_clusters, inventory, merged_kubeconfig, run_fleet, work_pool,
-)
+from tests.fleet import config, fleet_clusters, inventory, merged_kubeconfig, run_fleet, work_pool
+
+# A module-scoped fixture from tests/fleet.py: pytest finds fixtures by name in the test module.
+_FIXTURES = (fleet_clusters,)
 
 
 def tokens_env(names):
@@ -139,7 +140,8 @@ def test_two_deployments_claiming_one_namespace_fail_before_any_write(fleet_clus
         assert "team-x and team-y deploy to the same namespace %s on the cluster %s" % (
             shared, fleet_clusters["b"].server) in result["summary"][name], result["summary"]
     assert not fleet_clusters["b"].namespace_exists(shared)
-    assert work_pool(testbed.prefect_api_url, "x-" + tag) is None and work_pool(testbed.prefect_api_url, "y-" + tag) is None
+    for pool in ("x-" + tag, "y-" + tag):
+        assert work_pool(testbed.prefect_api_url, pool) is None, pool
     assert result["recap"]["team-z"]["failed"] == 0 and fleet_clusters["b"].namespace_exists(own), result
 
 

@@ -33,7 +33,8 @@ def test_a_missing_context_is_named_with_those_that_exist(tmp_path):
     path = kubeconfig(tmp_path / "kc", {"prod": ("east", {}), "dev": ("east", {})}, {"east": "https://east"})
     with pytest.raises(KubeTargetError) as error:
         kube_target(path, "staging", environ={})
-    assert str(error.value) == "the context 'staging' does not exist in the kubeconfig %s (contexts in it: dev, prod)" % path
+    assert str(error.value) == ("the context 'staging' does not exist in the kubeconfig %s "
+                                "(contexts in it: dev, prod)" % path)
     with pytest.raises(KubeTargetError, match="sets no current-context and no context was given"):
         kube_target(path, None, environ={})
 
