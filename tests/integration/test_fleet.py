@@ -113,6 +113,7 @@ def test_an_apiserver_stopped_during_the_run_fails_only_its_deployment(fleet, fl
     recovered = run_fleet(fleet["inventory"], env=fleet["env"], forks=4)
     assert recovered.rc == 0, recovered
     assert recovered["recap"]["b"]["changed"] > 0, recovered
+    assert ", changed, " in recovered["summary"]["b"], recovered["summary"]
     assert all(recovered["recap"][name]["changed"] == 0 for name in ("a1", "a2", "c")), recovered
     assert_secret_holds(stopped_cluster, fleet["namespaces"]["b"], fleet["env"]["FLEET_TOKEN_B"])
     again = run_fleet(fleet["inventory"], env=fleet["env"], forks=4)
