@@ -184,7 +184,7 @@ def test_bad_input_names_the_host_and_writes_nothing_for_it(fleet_clusters, test
     }
     for name, message in expected.items():
         assert result["recap"][name]["failed"] == 1, (name, result)
-        assert "FAILED, nothing converged" in lines[name] and message in lines[name], (name, lines[name])
+        assert "FAILED: " in lines[name] and message in lines[name], (name, lines[name])
         namespace = names.get(name, "broken-" + tag)
         assert not fleet_clusters["c"].namespace_exists(namespace), name
         assert work_pool(testbed.prefect_api_url, "bad-%s-%s" % (name, tag)) is None, name
