@@ -54,14 +54,24 @@ class FleetBench(Bench):
     def anchor_fleet(self, namespaces, tag):
         """The anchor for the same fleet: one host per deployment, its objects as kubernetes.core.k8s tasks."""
         single = yaml.safe_load(self.anchor_playbook(PLACEHOLDER).read_text())
-        text = yaml.safe_dump([dict(single[0], name="Anchor fleet", hosts="all")])
         playbook = self.work / ("anchor-fleet-%s.yml" % tag)
         # Every place the namespace appears (metadata, RoleBinding subjects, env) becomes the host's own.
-        playbook.write_text(text.replace(PLACEHOLDER, "{{ inventory_hostname }}"))
+        play = per_host(dict(single[0], name="Anchor fleet", hosts="all"))
+        playbook.write_text(yaml.safe_dump([play]))
         inventory = self.work / ("anchor-fleet-%s.yml.inventory.yml" % tag)
         inventory.write_text(yaml.safe_dump({"all": {"hosts": dict((ns, {}) for ns in namespaces), "vars": {
             "ansible_connection": "local", "ansible_python_interpreter": str(BENCH_VENV / "bin" / "python")}}}))
         return playbook, inventory
+
+
+def per_host(value):
+    if isinstance(value, dict):
+        return dict((key, per_host(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return [per_host(item) for item in value]
+    if isinstance(value, str):
+        return value.replace(PLACEHOLDER, "{{ inventory_hostname }}")
+    return value
 
 
 def main():
