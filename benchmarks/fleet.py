@@ -79,11 +79,14 @@ def main():
     parser.add_argument("--sizes", default="1,4,8,16")
     parser.add_argument("--forks", default="1,4,8")
     parser.add_argument("--anchor-forks", default=None, help="forks for the anchor (default: the same as --forks)")
+    parser.add_argument("--anchor-sizes", default=None,
+                        help="fleet sizes for the anchor (default: the same as --sizes); it takes minutes per size")
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     forks_list = [int(x) for x in args.forks.split(",")]
     anchor_forks = [int(x) for x in (args.anchor_forks or args.forks).split(",") if x]
+    anchor_sizes = [int(x) for x in (args.anchor_sizes or args.sizes).split(",") if x]
     anchor_bin = ensure_anchor_venv()
     work = tempfile.mkdtemp(prefix="qhub-prefect-fleet-bench-")
     anchor_cfg = pathlib.Path(work) / "anchor.cfg"
@@ -107,7 +110,7 @@ def main():
                         reads, writes = classify(events)
                         per = (len(reads) / size, len(writes) / size, len(prefect) / size)
                     row.update(first=median(firsts), noop=median(noops), per=per)
-                if forks in anchor_forks:
+                if forks in anchor_forks and size in anchor_sizes:
                     firsts, noops, per = [], [], None
                     for dummy in range(args.repeat):
                         tag = uuid.uuid4().hex[:5]
@@ -130,9 +133,10 @@ def cell(row, key, fmt="%6.2f"):
 
 
 def print_row(row, flush=False):
-    print("  %2d deployments, forks %d: ours first %s no-op %s; anchor first %s no-op %s" % (
-        row["size"], row["forks"], cell(row, "first"), cell(row, "noop"), cell(row, "anchor_first"),
-        cell(row, "anchor_noop")), flush=flush)
+    per = "%.1f reads, %.1f writes, %.1f Prefect requests" % row["per"] if row.get("per") else "-"
+    print("  %2d deployments, forks %d: ours first %s no-op %s; anchor first %s no-op %s; ours per deployment on "
+          "no-op: %s" % (row["size"], row["forks"], cell(row, "first"), cell(row, "noop"), cell(row, "anchor_first"),
+                         cell(row, "anchor_noop"), per), flush=flush)
 
 
 def print_table(rows):
