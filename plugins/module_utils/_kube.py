@@ -398,4 +398,3 @@ class Applier:
                 "after": dump(result["after"]) if result["after"] else "",
             })
         return out
-
