@@ -440,4 +440,3 @@ def list_labelled(client, selector, kinds=OWNED_KINDS):
             item["apiVersion"], item["kind"] = api_version, kind
             found.append(item)
     return found
-

@@ -365,9 +365,9 @@ class RolloutWaiter:
             head = ("%s cannot become available (%s), and waiting longer will not mend it: stopped after %d s "
                     "of the %s s timeout" % (describe(self.manifest), missing, elapsed, self.timeout))
             by_pod = []
-            for pod, problem in hopeless:
-                if pod not in [p for p, _ in by_pod]:
-                    by_pod.append((pod, [q for p, q in hopeless if p is pod]))
+            for pod, dummy in hopeless:
+                if all(pod is not seen for seen, dummy in by_pod):
+                    by_pod.append((pod, [problem for owner, problem in hopeless if owner is pod]))
         else:
             head = "%s did not roll out within %s s: %s" % (describe(self.manifest), self.timeout, missing)
             by_pod = [(pod, pod_problems(pod)) for pod in pods or []]

@@ -120,8 +120,7 @@ def test_an_image_that_does_not_exist_fails_naming_it_then_the_right_image_conve
     assert [is_ready(p) for p in live_pods(kube_admin, unique_namespace)] == [True]
 
 
-def test_a_worker_that_exits_at_once_fails_with_its_log_tail_and_no_secret(node, kube_admin, unique_namespace,
-                                                                          tmp_path):
+def test_a_worker_that_exits_at_once_fails_with_its_log_tail_no_secret(node, kube_admin, unique_namespace, tmp_path):
     deployer = Deployer(node, unique_namespace, tmp_path)
     # A setting Prefect cannot parse stops the worker before it does anything, and Prefect's error quotes the
     # value: here a secret one, which must not reach the output.

@@ -127,8 +127,7 @@ def test_names_derive_from_the_name_option_so_several_agents_can_share_a_namespa
     (PREFECT1, "/api/health", ("PREFECT__CLOUD__AGENT__AGENT_ADDRESS", "http://0.0.0.0:8080")),
     (PREFECT3, "/health", ("PREFECT_WORKER_WEBSERVER_PORT", "8080")),
 ])
-def test_readiness_is_the_agents_or_workers_own_health_endpoint_and_a_slow_start_is_not_killed(generation, path,
-                                                                                             address):
+def test_ready_through_its_own_health_endpoint_and_a_slow_start_is_not_killed(generation, path, address):
     container = container_of(render_objects(spec(generation)))
     env = dict((item["name"], item.get("value")) for item in container["env"])
     assert env[address[0]] == address[1]  # the health server listens where the probes look
