@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import yaml
@@ -105,13 +106,20 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def prefect_api(api_url, method, path, body=None):
+def prefect_api(api_url, method, path, body=None, attempts=5):
+    """One Prefect API call; a 503 is retried: the test server's SQLite database is briefly locked under load."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(api_url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        text = response.read()
-        return json.loads(text) if text else None
+    for attempt in range(attempts):
+        request = urllib.request.Request(api_url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                text = response.read()
+                return json.loads(text) if text else None
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or attempt == attempts - 1:
+                raise
+        time.sleep(2 ** attempt)
 
 
 def wait_for(predicate, timeout, interval=1.0, what="condition"):
