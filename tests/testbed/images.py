@@ -206,7 +206,7 @@ def installed_version(venv, distribution):
     wanted = re.sub(r"[-_.]+", "_", distribution).lower()
     for path in glob.glob(pattern):
         stem = Path(path).name[:-len(".dist-info")]
-        name, _, version = stem.rpartition("-")
+        name, version = stem.rsplit("-", 1) if "-" in stem else (stem, "")
         if re.sub(r"[-_.]+", "_", name).lower() == wanted:
             return version
     return None
@@ -279,7 +279,7 @@ class Log:
     def run(self, argv, **kwargs):
         self.say("$ " + " ".join(str(a) for a in argv))
         with open(self.path, "a") as handle:
-            result = subprocess.run([str(a) for a in argv], stdout=handle, stderr=subprocess.STDOUT,
+            result = subprocess.run([str(a) for a in argv], stdout=handle, stderr=subprocess.STDOUT, check=False,
                                     stdin=subprocess.DEVNULL, **kwargs)
         return result.returncode
 
@@ -313,11 +313,11 @@ def _host_pip_indexes():
     settings = {}
     try:
         listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                                 timeout=60).stdout
+                                 check=False, timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
         listing = ""
     for line in listing.splitlines():
-        key, _, value = line.partition("=")
+        key, value = line.split("=", 1) if "=" in line else (line, "")
         option = key.split(".", 1)[-1]
         if option in ("index-url", "extra-index-url"):
             settings[option] = value.strip().strip("'\"")
@@ -513,7 +513,7 @@ def _write_archive(out, layer, layer_digest, config, repo_tags):
 def _repositories(repo_tags, layer_digest):
     out = {}
     for ref in repo_tags:
-        repo, _, tag = ref.rpartition(":")
+        repo, tag = ref.rsplit(":", 1)
         out.setdefault(repo, {})[tag] = layer_digest
     return out
 
@@ -589,8 +589,8 @@ def pod_like_command(rootfs, argv, env, writable=("/tmp", "/home/prefect")):
     mounts = ['mount --bind "$r" "$r"', 'mount -o remount,bind,ro "$r"', 'mount -t proc proc "$r/proc"']
     for path in writable:
         owner = "" if path == "/tmp" else ",uid=%d,gid=%d" % (UID, UID)
-        mounts.append('mount -t tmpfs -o mode=%s%s tmpfs "$r%s"' % ("1777" if path == "/tmp" else "0755", owner,
-                                                                     path))
+        mode = "1777" if path == "/tmp" else "0755"
+        mounts.append('mount -t tmpfs -o mode=%s%s tmpfs "$r%s"' % (mode, owner, path))
     assignments = " ".join("'%s=%s'" % (key, str(value).replace("'", "'\\''")) for key, value in sorted(env.items()))
     script = 'set -e; r="$1"; shift; %s; exec chroot --userspec=%d:%d "$r" /usr/bin/env -i %s "$@"' % (
         "; ".join(mounts), UID, UID, assignments)
@@ -663,8 +663,8 @@ def main(argv=None):
         print("images: %s" % exc, file=sys.stderr)
         return 1
     for image in images:
-        print("%-9s %s %6.1f s  %s" % (image.recipe.name, "built " if image.built else "cached", image.seconds,
-                                         image.archive))
+        state = "built " if image.built else "cached"
+        print("%-9s %s %6.1f s  %s" % (image.recipe.name, state, image.seconds, image.archive))
         for entry in image.entries():
             print("    %s%s" % (entry["reference"], "  (private: %s)" % entry["archive"].name
                                 if entry["private"] else ""))
