@@ -17,7 +17,7 @@ description:
   - Each config is parsed and validated with the collection's config model (the rules of
     M(qhub.prefect.qhub_config_info)); secret references need not resolve here, since an inventory sync (an AWX
     inventory source) does not get the deployment's credentials.
-  - The host is named after the entry's O(deployments[].name), else the config's C(project_name), else the name
+  - The host is named after the entry's C(deployments[].name), else the config's C(project_name), else the name
     of the directory holding the config.
   - "Host variables: C(qhub_config_file) (absolute path), C(qhub_project_name), C(qhub_namespace),
     C(qhub_generation) (C(prefect1) or C(prefect3), read from C(prefect.image)), C(qhub_image),

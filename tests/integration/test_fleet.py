@@ -190,4 +190,3 @@ def test_bad_input_names_the_host_and_writes_nothing_for_it(fleet_clusters, test
         assert work_pool(testbed.prefect_api_url, "bad-%s-%s" % (name, tag)) is None, name
     assert "plain-text-key-" + tag not in output
     assert not fleet_clusters["c"].namespace_exists("dup2-" + tag)
-
