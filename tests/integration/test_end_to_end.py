@@ -21,6 +21,8 @@ SECRET_VALUE = "e2e-db-password-" + uuid.uuid4().hex[:8]
 def example_config(namespace, pool):
     config = yaml.safe_load((REPO / "examples" / "qhub-config.yml").read_text())
     config["namespace"] = namespace
+    # Its own QHub deployment: the example's project_name would claim (and move) every other test's "demo".
+    config["project_name"] = namespace
     return config
 
 

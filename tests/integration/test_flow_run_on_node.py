@@ -37,6 +37,8 @@ def node_testbed(testbed):
 def example_config(namespace):
     config = yaml.safe_load((REPO / "examples" / "qhub-config.yml").read_text())
     config["namespace"] = namespace
+    # Its own QHub deployment: the example's project_name would claim (and move) every other test's "demo".
+    config["project_name"] = namespace
     return config
 
 
