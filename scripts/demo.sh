@@ -23,8 +23,8 @@ source "$testbed_dir/env.sh"
 export QHUB_SECRET_PREFECT_TOKEN=${QHUB_SECRET_PREFECT_TOKEN:-demo-token}
 export DATABASE_PASSWORD=${DATABASE_PASSWORD:-demo-database-password}
 
-say "ansible-playbook playbooks/deploy.yml -e qhub_config_file=examples/qhub-config.yml"
-ansible-playbook playbooks/deploy.yml -e qhub_config_file=examples/qhub-config.yml
+say "ansible-playbook playbooks/deploy.yml -e qhub_config_file=examples/qhub-config.yml (waits for the pod Ready and the worker ONLINE)"
+ansible-playbook playbooks/deploy.yml -e qhub_config_file=examples/qhub-config.yml -e qhub_prefect_wait_for_worker=true
 
 say "what is there now"
 "$PY" tests/testbed/summary.py --dir "$testbed_dir" --config examples/qhub-config.yml

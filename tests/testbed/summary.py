@@ -47,17 +47,29 @@ def main():
             if kind == "Secret":
                 extra = "  keys: %s" % ", ".join(sorted(item.get("data", {})))
             print("  %-15s %s%s" % (kind, item["metadata"]["name"], extra))
-    request = urllib.request.Request(testbed["prefect_api_url"] + "/work_pools/filter", data=b"{}",
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        pools = json.load(response)
+    print("Pods of the agent or worker:")
+    url = testbed["api_server"] + "/api/v1/namespaces/%s/pods?labelSelector=%s" % (namespace, OWNED)
+    for pod in get_json(url, testbed["admin_token"], testbed["ca_file"])["items"]:
+        ready = [c["status"] for c in pod["status"].get("conditions", []) if c["type"] == "Ready"]
+        print("  %-40s %s  Ready=%s" % (pod["metadata"]["name"], pod["status"].get("phase"), "".join(ready) or "?"))
+    pools = prefect_post(testbed["prefect_api_url"], "/work_pools/filter")
     print("Work pools on the Prefect server (%s):" % testbed["prefect_api_url"])
     for pool in pools:
-        manifest = pool["base_job_template"]["job_configuration"]["job_manifest"]
-        container = manifest["spec"]["template"]["spec"]["containers"][0]
-        resources = json.dumps(container.get("resources", {}))
-        print("  %-15s type=%s  flow-run resources=%s" % (pool["name"], pool["type"], resources))
+        variables = pool["base_job_template"].get("variables", {}).get("properties", {})
+        resources = {name: variables[name].get("default") for name in
+                     ("cpu_request", "cpu_limit", "memory_request", "memory_limit") if name in variables}
+        workers = prefect_post(testbed["prefect_api_url"], "/work_pools/%s/workers/filter" % pool["name"])
+        print("  %-15s type=%s  flow-run resources=%s" % (pool["name"], pool["type"], json.dumps(resources)))
+        for worker in workers:
+            print("    worker %-30s %s" % (worker["name"], worker["status"]))
     return 0
+
+
+def prefect_post(api_url, path):
+    request = urllib.request.Request(api_url + path, data=b"{}", headers={"Content-Type": "application/json"},
+                                     method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
 
 
 if __name__ == "__main__":
