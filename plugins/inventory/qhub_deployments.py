@@ -247,8 +247,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         record["project_name"] = project if isinstance(project, str) and project else None
         record["name"] = record["name"] or record["project_name"] or fallback
         try:
-            # Secret references are checked at run time, where the deployment's environment is.
-            config = parse_qhub_config(doc, _AnyVariable({}), require_token=False)
+            # Secret references and credentials are checked at run time, where the deployment's environment is.
+            config = parse_qhub_config(doc, _AnyVariable({}), require_token=False, credentials=False)
         except ConfigError as exc:
             record["error"] = "%s: %s" % (path, exc)
             record["key"] = exc.path

@@ -468,8 +468,12 @@ def instance_of(doc, namespace, instance=None):
     return namespace
 
 
-def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_url=None, instance=None):
-    """Validate a whole QHub config document; only its ``project_name``, ``namespace`` and ``prefect:`` are read."""
+def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_url=None, instance=None,
+                      credentials=True):
+    """Validate a whole QHub config document; only its ``project_name``, ``namespace`` and ``prefect:`` are read.
+
+    ``credentials=False`` leaves the API URL and token unresolved: for a reader without the run's environment.
+    """
     from ansible_collections.qhub.prefect.plugins.module_utils._credentials import resolve as resolve_credentials
 
     if not isinstance(doc, dict):
@@ -501,13 +505,15 @@ def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_u
     job, secret_env = parse_overrides(block.get("overrides"), references)
     if "token" in block and block["token"] is None:
         raise ConfigError("prefect.token", "is set but empty: give the Prefect API key or leave the key out")
-    if enabled:
-        credentials = resolve_credentials(generation, environ, api_url=api_url, config_token=block.get("token"),
-                                          require=require_token)
+    if not credentials:
+        resolved = _no_credentials(generation, {}, api_url)
+    elif enabled:
+        resolved = resolve_credentials(generation, environ, api_url=api_url, config_token=block.get("token"),
+                                       require=require_token)
     else:
         # Removing needs no Prefect API: nothing about the credentials may stop it.
-        credentials = _no_credentials(generation, environ, api_url)
-    return PrefectConfig(namespace, enabled, image, generation, job, secret_env, credentials, instance)
+        resolved = _no_credentials(generation, environ, api_url)
+    return PrefectConfig(namespace, enabled, image, generation, job, secret_env, resolved, instance)
 
 
 def load_yaml_strict(text, source="qhub-config.yml"):

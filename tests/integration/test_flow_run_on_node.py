@@ -107,8 +107,11 @@ def test_deploy_yml_ok_means_a_worker_pod_that_runs_flows(node_testbed, kube_adm
     assert len(jobs) == 1, [job.metadata.name for job in jobs]
     selector = "job-name=%s" % jobs[0].metadata.name
     # The run is reported COMPLETED just before the flow's process exits and its pod ends.
-    flow_pods = wait_for(lambda: [pod for pod in core.list_namespaced_pod(unique_namespace, label_selector=selector).items
-                                  if pod.status.phase == "Succeeded"], 60, what="the flow-run pod to succeed")
+    def succeeded_pods():
+        pods = core.list_namespaced_pod(unique_namespace, label_selector=selector).items
+        return [pod for pod in pods if pod.status.phase == "Succeeded"]
+
+    flow_pods = wait_for(succeeded_pods, 60, what="the flow-run pod to succeed")
     container = flow_pods[0].spec.containers[0]
     overrides = config["prefect"]["overrides"]
     limits, requests = (overrides["prefect_agent"]["job"]["resources"][key] for key in ("limit", "request"))
@@ -118,8 +121,13 @@ def test_deploy_yml_ok_means_a_worker_pod_that_runs_flows(node_testbed, kube_adm
     assert [s.name for s in flow_pods[0].spec.image_pull_secrets] == [overrides["IMAGE_PULL_SECRETS"]]
     env_by_name = {item.name: item for item in container.env}
     assert env_by_name["ENVIRONMENT"].value == overrides["envVars"]["ENVIRONMENT"]
-    assert env_by_name["DATABASE_PASSWORD"].value is None
-    assert env_by_name["DATABASE_PASSWORD"].value_from.secret_key_ref.name == "prefect-worker"
+    # The worker would otherwise copy its API key into the flow-run Job as plain text.
+    for name in ("DATABASE_PASSWORD", "PREFECT_API_KEY"):
+        assert env_by_name[name].value is None, "%s reached the flow-run pod as plain text" % name
+        assert env_by_name[name].value_from.secret_key_ref.name == "prefect-worker"
+    # The worker pod made the Job with its own ServiceAccount: the Role let it do everything it tried.
+    worker_log = core.read_namespaced_pod_log(worker_pod.metadata.name, unique_namespace)
+    assert "403" not in worker_log and "Forbidden" not in worker_log, worker_log[-3000:]
 
     # The secretEnvVars value was readable inside the flow-run pod (the flow logs its digest, never the value)...
     digest = hashlib.sha256(SECRET_VALUE.encode()).hexdigest()
