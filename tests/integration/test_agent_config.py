@@ -190,9 +190,11 @@ def test_token_rotation_rolls_a_new_replicaset(testbed, kube_admin, unique_names
     assert len(first) == 1
     rotated = run_module("prefect_agent_config", dict(args, api_key="rotated-token"))
     assert rotated.rc == 0 and rotated["changed"] is True, rotated
-    after = {rs.metadata.name
-             for rs in apps.list_namespaced_replica_set(unique_namespace, label_selector=selector).items}
-    assert len(after - first) == 1
+    # With the Recreate strategy the new ReplicaSet comes only once the old pods are gone: on a node, after
+    # their termination grace period.
+    after = wait_for(lambda: {rs.metadata.name for rs in apps.list_namespaced_replica_set(
+        unique_namespace, label_selector=selector).items} - first, 120, what="a new ReplicaSet after the rotation")
+    assert len(after) == 1
 
 
 def test_absent_leaves_unowned_objects_with_the_same_prefix(testbed, kube_admin, unique_namespace):
