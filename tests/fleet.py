@@ -111,11 +111,14 @@ def inventory(directory, deployments, **options):
 
 
 def run_fleet(inventory_path, env=None, forks=4, extra_args=(), extra_vars=None, timeout=600, background=False):
-    """deploy.yml over an inventory, from the repository, the way a user runs it."""
+    """deploy.yml over an inventory, from the repository, the way a user runs it.
+
+    The rollout wait is off unless the extra vars turn it on, as in run_playbook: two of the fleet's clusters
+    are control planes without a node, where no pod ever runs.
+    """
     command = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory_path),
                "playbooks/deploy.yml", "--forks", str(forks)]
-    if extra_vars:
-        command += ["-e", json.dumps(extra_vars)]
+    command += ["-e", json.dumps(dict({"qhub_prefect_wait": False}, **(extra_vars or {})))]
     command += list(extra_args)
     environment = ansible_env(env)
     if background:
