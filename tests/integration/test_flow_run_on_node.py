@@ -42,8 +42,10 @@ def example_config(namespace):
     return config
 
 
-def flow_run_state(api_url, flow_run_id):
-    return prefect_api(api_url, "GET", "/flow_runs/%s" % flow_run_id)["state"]
+def finished_state(api_url, flow_run_id):
+    """The flow run's state once it is final, else None."""
+    state = prefect_api(api_url, "GET", "/flow_runs/%s" % flow_run_id)["state"]
+    return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
 
 def start_hello_flow_run(api_url, pool, queue, env_var):
@@ -96,25 +98,25 @@ def test_deploy_yml_ok_means_a_worker_pod_that_runs_flows(node_testbed, kube_adm
 
     queue = json.loads(config["prefect"]["overrides"]["PREFECT__CLOUD__AGENT__LABELS"].replace("'", '"'))[0]
     flow_run_id = start_hello_flow_run(api_url, pool, queue, env_var="DATABASE_PASSWORD")
-    state = wait_for(lambda: (lambda s: s if s["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None)(
-        flow_run_state(api_url, flow_run_id)), TIMEOUT, interval=2, what="the flow run to finish")
+    state = wait_for(lambda: finished_state(api_url, flow_run_id), TIMEOUT, interval=2, what="the flow run to finish")
     assert state["type"] == "COMPLETED", (state, flow_run_log(api_url, flow_run_id))
     digest = hashlib.sha256(SECRET_VALUE.encode()).hexdigest()
     said = "DATABASE_PASSWORD has length %d and sha256 %s" % (len(SECRET_VALUE), digest)
     # The flow's last log batch reaches the API as its process exits, which may be after COMPLETED.
-    log = wait_for(lambda: (lambda text: text if said in text else None)(flow_run_log(api_url, flow_run_id)), 60,
-                   interval=2, what="the flow's log line")
+    wait_for(lambda: said in flow_run_log(api_url, flow_run_id), 60, interval=2, what="the flow's log line")
+    log = flow_run_log(api_url, flow_run_id)
 
     # The flow ran in a pod of a Job the worker made, and that pod is the qhub-config's.
     batch = k8s.BatchV1Api(kube_admin)
     jobs = batch.list_namespaced_job(unique_namespace).items
     assert len(jobs) == 1, [job.metadata.name for job in jobs]
     selector = "job-name=%s" % jobs[0].metadata.name
-    # The run is reported COMPLETED just before the flow's process exits and its pod ends.
+
     def succeeded_pods():
         pods = core.list_namespaced_pod(unique_namespace, label_selector=selector).items
         return [pod for pod in pods if pod.status.phase == "Succeeded"]
 
+    # The run is reported COMPLETED just before the flow's process exits and its pod ends.
     flow_pods = wait_for(succeeded_pods, 60, what="the flow-run pod to succeed")
     container = flow_pods[0].spec.containers[0]
     overrides = config["prefect"]["overrides"]
