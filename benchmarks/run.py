@@ -107,8 +107,8 @@ class Bench:
 
     def anchor_playbook(self, namespace):
         """The same objects deploy.yml applies, each in its own kubernetes.core.k8s task."""
-        from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import parse_overrides
-        from ansible_collections.qhub.prefect.plugins.module_utils._render import AgentSpec, render_objects
+        from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import parse_overrides
+        from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import AgentSpec, render_objects
         job, secret_env = parse_overrides({"JOB_CPU_LIMIT": "2", "JOB_MEM_LIMIT": "4Gi",
                                            "envVars": {"ENVIRONMENT": "bench"},
                                            "secretEnvVars": {"SECRET_000": "value-0"}}, {})

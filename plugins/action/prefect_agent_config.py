@@ -7,8 +7,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.qhub.prefect.plugins.module_utils._agent_config import argument_spec, run
-from ansible_collections.qhub.prefect.plugins.module_utils._kube import HAS_URLLIB3
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_agent_config import argument_spec, run
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import HAS_URLLIB3
 from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import ControllerFirstAction
 
 

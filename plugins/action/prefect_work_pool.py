@@ -7,7 +7,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.qhub.prefect.plugins.module_utils._work_pool import MUTUALLY_EXCLUSIVE, argument_spec, run
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_work_pool import (
+    MUTUALLY_EXCLUSIVE, argument_spec, run,
+)
 from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import ControllerFirstAction
 
 

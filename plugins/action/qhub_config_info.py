@@ -16,7 +16,7 @@ import os
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.qhub_config_info import (
     CONFIG_INFO_ARGUMENT_SPEC, CONFIG_INFO_MUTUALLY_EXCLUSIVE, CONFIG_INFO_REQUIRED_ONE_OF, config_info,
 )
 from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import task_environment

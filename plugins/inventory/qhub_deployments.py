@@ -120,9 +120,10 @@ from ansible.errors import AnsibleParserError
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
-    ConfigError, _AnyVariable, load_yaml_strict, parse_qhub_config,
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import (
+    _AnyVariable, load_yaml_strict, parse_qhub_config,
 )
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
 
 ENTRY_KEYS = ("config", "name", "kubeconfig", "context", "prefect_api_url", "prefect_token_env", "vars")
 SETTING_VARS = (("kubeconfig", "qhub_prefect_kubeconfig"), ("context", "qhub_prefect_kube_context"),

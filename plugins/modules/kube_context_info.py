@@ -95,7 +95,7 @@ kubeconfig:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube_target import argument_spec, run
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.target import argument_spec, run
 
 
 def main():

@@ -293,7 +293,7 @@ api_requests:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qhub.prefect.plugins.module_utils._agent_config import argument_spec, run
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_agent_config import argument_spec, run
 
 
 def main():

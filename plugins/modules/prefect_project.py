@@ -120,11 +120,11 @@ requests:
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect1 import Prefect1Client, ensure_project
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_common import (
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v1 import Prefect1Client, ensure_project
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
     fail_api, http_client, prefect_api_argument_spec,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import PrefectApiError
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import PrefectApiError
 
 
 def main():

@@ -213,7 +213,9 @@ requests:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qhub.prefect.plugins.module_utils._work_pool import MUTUALLY_EXCLUSIVE, argument_spec, run
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_work_pool import (
+    MUTUALLY_EXCLUSIVE, argument_spec, run,
+)
 
 
 def main():

@@ -124,7 +124,7 @@ requests:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qhub.prefect.plugins.module_utils._worker_status import argument_spec, run
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_worker_status import argument_spec, run
 
 
 def main():

@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import parse_overrides
-from ansible_collections.qhub.prefect.plugins.module_utils._work_pool import input_mark
-from ansible_collections.qhub.prefect.plugins.module_utils._work_pool_template import (
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import parse_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_work_pool import input_mark
+from ansible_collections.qhub.prefect.plugins.module_utils._render.work_pool_template import (
     build_base_job_template, server_default_template,
 )
 from tests.ansible_cli import run_module, run_playbook

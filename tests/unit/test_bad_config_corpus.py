@@ -5,9 +5,8 @@ import pathlib
 
 import pytest
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
-    ConfigError, load_yaml_strict, parse_qhub_config,
-)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import load_yaml_strict, parse_qhub_config
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
 
 CORPUS = sorted((pathlib.Path(__file__).parents[1] / "data" / "bad-configs").glob("*.yml"))
 

@@ -15,12 +15,14 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
-from ansible_collections.qhub.prefect.plugins.module_utils import _agent_config, _work_pool
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_common import (
+from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_agent_config as _agent_config
+from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_work_pool as _work_pool
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
     module_credentials, prefect_api_argument_spec,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
-    CONFIG_INFO_ARGUMENT_SPEC, ConfigError, config_info,
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.qhub_config_info import (
+    CONFIG_INFO_ARGUMENT_SPEC, config_info,
 )
 
 ROLE = pathlib.Path(__file__).resolve().parents[2] / "roles" / "prefect_agent"

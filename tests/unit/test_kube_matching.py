@@ -1,6 +1,6 @@
 """Drift detection: when the live object already holds what we would apply, nothing is sent."""
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
     DIGEST_ANNOTATION, MASK, clean, mask_secret, matches, with_digest,
 )
 

@@ -5,7 +5,7 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube_target import KubeTargetError, kube_target
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.target import KubeTargetError, kube_target
 
 
 def kubeconfig(path, contexts, clusters, current=None):

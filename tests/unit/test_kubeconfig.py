@@ -9,7 +9,7 @@ import tempfile
 import pytest
 import yaml
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kubeconfig import (
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.kubeconfig import (
     Credentials, KubeconfigError, load_kubeconfig,
 )
 

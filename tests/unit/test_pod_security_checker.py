@@ -4,8 +4,8 @@ import copy
 
 import pytest
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import PREFECT1, PREFECT3, parse_overrides
-from ansible_collections.qhub.prefect.plugins.module_utils._render import AgentSpec, render_deployment
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import PREFECT1, PREFECT3, parse_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import AgentSpec, render_deployment
 from tests.pod_security import check_restricted
 
 

@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect1 import Prefect1Client
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect3 import Prefect3Client
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import (
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v1 import Prefect1Client
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v3 import Prefect3Client
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import (
     PREFECT1_API, PrefectApiError, PrefectHttpClient, _retry_after_seconds, public_url,
 )
 

@@ -2,12 +2,16 @@
 
 import pytest
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
-    DEFAULT_IMAGE, PREFECT1, PREFECT3, QHUB_LEGACY_IMAGE, ConfigError, generation_of_image, load_yaml_strict,
-    parse_overrides, parse_qhub_config, quantity_value,
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.quantity import quantity_value
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import load_yaml_strict, parse_qhub_config
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
+    ConfigError, DEFAULT_IMAGE, PREFECT1, PREFECT3, generation_of_image, parse_overrides,
 )
 
 TOKEN_ENV = {"QHUB_SECRET_PREFECT_TOKEN": "token-from-env"}
+
+# The image QHub deployed until 2023: a Prefect 0.14 agent.
+QHUB_IMAGE = "prefecthq/prefect:0.14.22-python3.8"
 
 
 def config(**prefect):
@@ -148,10 +152,10 @@ SELF_HOSTED = {"PREFECT_API_URL": "http://prefect.dev:4200/api"}
 def test_a_token_is_required_for_prefect_cloud_only():
     assert error_of(parse_qhub_config, config(), CLOUD).path == "prefect.token"
     # Prefect 1 without a URL is Prefect Cloud 1.
-    assert error_of(parse_qhub_config, config(image=QHUB_LEGACY_IMAGE), {}).path == "prefect.token"
+    assert error_of(parse_qhub_config, config(image=QHUB_IMAGE), {}).path == "prefect.token"
     parsed = parse_qhub_config(config(), SELF_HOSTED)
     assert (parsed.token, parsed.token_source, parsed.public()["token_required"]) == (None, None, False)
-    parsed = parse_qhub_config(config(image=QHUB_LEGACY_IMAGE), {"PREFECT__CLOUD__API": "http://apollo:4200/graphql"})
+    parsed = parse_qhub_config(config(image=QHUB_IMAGE), {"PREFECT__CLOUD__API": "http://apollo:4200/graphql"})
     assert parsed.token is None and parsed.public()["api_url_source"] == "PREFECT__CLOUD__API"
     assert parse_qhub_config({"prefect": {"enabled": False}}, CLOUD).enabled is False
 

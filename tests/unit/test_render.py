@@ -6,10 +6,8 @@ import json
 import pytest
 import yaml
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import PREFECT1, PREFECT3, parse_overrides
-from ansible_collections.qhub.prefect.plugins.module_utils._render import (
-    AgentSpec, render_objects,
-)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import PREFECT1, PREFECT3, parse_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import AgentSpec, render_objects
 
 OVERRIDES = {
     "IMAGE_PULL_POLICY": "IfNotPresent", "IMAGE_PULL_SECRETS": "regcred",
@@ -198,12 +196,12 @@ def test_the_deployment_records_the_prefect_objects_it_uses():
     (PREFECT1, "prefecthq/prefect:1.4.1", None, False),
 ])
 def test_which_agents_and_workers_copy_the_key_into_flow_runs(generation, image, token, copied):
-    from ansible_collections.qhub.prefect.plugins.module_utils._render import key_reaches_flow_runs_as_text
+    from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import key_reaches_flow_runs_as_text
     assert key_reaches_flow_runs_as_text(spec(generation, image=image, token=token)) is copied
 
 
 def test_without_any_key_the_secret_digest_is_keyed_with_a_salt():
-    from ansible_collections.qhub.prefect.plugins.module_utils._render import needs_digest_salt, secret_digest
+    from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import needs_digest_salt, secret_digest
     unkeyed = spec(PREFECT3, token=None)
     assert needs_digest_salt(unkeyed)
     bare = secret_digest(unkeyed)

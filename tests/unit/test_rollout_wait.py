@@ -9,8 +9,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube import KubeError
-from ansible_collections.qhub.prefect.plugins.module_utils._rollout import (
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeError
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.rollout import (
     CONFIG_ERROR_GRACE_SECONDS, Masker, deployment_available, old_pods_left, pod_problems, wait_for_rollout,
 )
 from tests.unit import rollout_fixtures as fx
@@ -24,7 +24,7 @@ TOKEN = "pnu_canaryTOKEN0123456789"
 
 
 def main_deployment_rolled_out(deployment):
-    """main's criterion before this change (plugins/module_utils/_kube.py, commit 7abc09c), kept for comparison."""
+    """main's criterion before this change (then plugins/module_utils/_kube.py, commit 7abc09c), kept for comparison."""
     status = deployment.get("status") or {}
     wanted = deployment.get("spec", {}).get("replicas", 1)
     return (status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)

@@ -9,11 +9,11 @@ import subprocess
 
 import pytest
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kubernetes_job_template import (
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.base_job_template import (
     DEFAULT_BASE_JOB_TEMPLATE, PREFECT_KUBERNETES_VERSION,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import parse_overrides
-from ansible_collections.qhub.prefect.plugins.module_utils._work_pool_template import (
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import parse_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._render.work_pool_template import (
     build_base_job_template, server_default_template,
 )
 

@@ -14,9 +14,9 @@ __metaclass__ = type
 
 from urllib.parse import urlparse
 
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import public_url
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
-    PREFECT1, ConfigError, SECRET_PREFIX, resolve_secret_ref,
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import public_url
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
+    ConfigError, PREFECT1, SECRET_PREFIX, resolve_secret_ref,
 )
 
 # In this order; the config's prefect.token comes last.

@@ -11,7 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import (
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import (
     PrefectApiError, error_detail, public_url,
 )
 

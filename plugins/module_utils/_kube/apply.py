@@ -1,13 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, qhub.prefect contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Server-side apply of a fixed set of kinds, with dry run, drift detection and owned deletes.
-
-Requests go over urllib3 to fixed API paths. That skips API discovery, which costs kubernetes.core
-about 2 s a task, and keeps us independent of the client's generated API, which changed shape
-between client versions. Credentials come from _kubeconfig; the kubernetes client is imported only
-for kubeconfigs that need it (exec plugins, auth providers, merged files).
-"""
+"""Server-side apply of a fixed set of kinds, with dry run, drift detection and owned deletes."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -16,22 +10,10 @@ __metaclass__ = type
 import copy
 import hashlib
 import json
-import os
 import re
-import ssl
 
-try:
-    import urllib3
-    HAS_URLLIB3 = True
-    URLLIB3_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - reported by the module with missing_required_lib
-    HAS_URLLIB3 = False
-    URLLIB3_IMPORT_ERROR = exc
-
-from ansible_collections.qhub.prefect.plugins.module_utils._kubeconfig import (
-    Credentials, KubeconfigError, load_incluster, load_kubeconfig,
-)
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import quantity_value
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeError
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.quantity import quantity_value
 
 FIELD_MANAGER = "qhub.prefect"
 DIGEST_ANNOTATION = "qhub.prefect/applied-digest"
@@ -57,13 +39,6 @@ COLLECTIONS = {
 VOLATILE_METADATA = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink")
 
 
-class KubeError(Exception):
-    def __init__(self, message, status=None, body=None):
-        super(KubeError, self).__init__(message)
-        self.status = status
-        self.body = body or {}
-
-
 def object_path(manifest, with_name=True):
     key = (manifest["apiVersion"], manifest["kind"])
     if key not in COLLECTIONS:
@@ -76,121 +51,6 @@ def describe(manifest):
     meta = manifest["metadata"]
     where = meta.get("namespace")
     return "%s %s/%s" % (manifest["kind"], where, meta["name"]) if where else "%s %s" % (manifest["kind"], meta["name"])
-
-
-class KubeClient:
-    """Authenticated JSON requests to one API server; counts requests for the benchmarks."""
-
-    def __init__(self, kubeconfig=None, context=None, host=None, token=None, ca_cert=None,
-                 validate_certs=None, timeout=30):
-        credentials = _credentials(kubeconfig, context, host, token)
-        if host:
-            credentials.host = host
-        if token:
-            credentials.token = token
-        if ca_cert:
-            credentials.ca_file, credentials.ca_data = ca_cert, None
-        if validate_certs is not None:
-            credentials.verify = validate_certs
-        self.credentials = credentials
-        self.host = credentials.host.rstrip("/")
-        self.timeout = timeout
-        self.requests = 0
-        pool_args = {"maxsize": 4, "timeout": urllib3.Timeout(connect=10, read=timeout), "retries": False}
-        if self.host.startswith("https:"):
-            try:
-                pool_args["ssl_context"] = credentials.ssl_context()
-            except (ssl.SSLError, IOError, OSError) as exc:
-                raise KubeError("cannot set up TLS for %s (CA or client certificate): %s" % (self.host, exc))
-            if not credentials.verify:
-                pool_args["cert_reqs"] = "CERT_NONE"
-        if credentials.proxy:
-            self.pool = urllib3.ProxyManager(credentials.proxy, **pool_args)
-        else:
-            self.pool = urllib3.PoolManager(**pool_args)
-
-    def request(self, method, path, query=None, body=None, content_type="application/json", accept="application/json"):
-        """(status, decoded JSON or None); raises KubeError for transport errors and HTTP >= 400."""
-        headers = {"Accept": accept, "User-Agent": "qhub.prefect"}
-        headers.update(self.credentials.auth_headers())
-        payload = None
-        if body is not None:
-            headers["Content-Type"] = content_type
-            payload = json.dumps(body).encode("utf-8")
-        url = self.host + path
-        if query:
-            url += "?" + "&".join("%s=%s" % (key, value) for key, value in query)
-        self.requests += 1
-        try:
-            response = self.pool.request(method, url, body=payload, headers=headers)
-        except urllib3.exceptions.HTTPError as exc:
-            raise KubeError("cannot reach the Kubernetes API server at %s: %s" % (self.host, exc))
-        data = None
-        if accept != "application/json" and response.status < 400:
-            return response.status, response.data.decode("utf-8", "replace")
-        if response.data:
-            try:
-                data = json.loads(response.data.decode("utf-8"))
-            except ValueError:
-                data = {"message": response.data.decode("utf-8", "replace")[:500]}
-        if response.status >= 400:
-            message = (data or {}).get("message") or "HTTP %d" % response.status
-            raise KubeError(message, status=response.status, body=data)
-        return response.status, data
-
-    def text(self, path, query=None):
-        """A plain-text resource (a pod's log) as a string."""
-        # The 1.20 apiserver refuses Accept: text/plain for pods/log (406) though it answers in plain text.
-        return self.request("GET", path, query=query, accept="*/*")[1]
-
-    def get(self, path):
-        try:
-            return self.request("GET", path)[1]
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-
-def _credentials(kubeconfig, context, host, token):
-    """Credentials from, in order: host and token, the kubeconfig, the pod's ServiceAccount."""
-    if host and token:
-        return Credentials(host)
-    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(path):
-        try:
-            credentials = load_kubeconfig(path, context)
-        except (KubeconfigError, IOError, OSError) as exc:
-            raise KubeError("cannot load the kubeconfig %s: %s" % (path, exc))
-        return credentials or _client_credentials(path, context)
-    credentials = load_incluster()
-    if credentials is None:
-        raise KubeError("no kubeconfig given, KUBECONFIG unset and not running in a cluster")
-    return credentials
-
-
-def _client_credentials(path, context):
-    """Credentials the kubernetes client works out (exec plugins, auth providers, merged KUBECONFIG)."""
-    try:
-        from kubernetes import config as kube_config
-        from kubernetes.client import Configuration
-    except ImportError:
-        raise KubeError("the kubeconfig %s needs the kubernetes Python client (exec or auth-provider credentials, "
-                        "or several files), which is not installed" % path)
-    configuration = Configuration()
-    try:
-        kube_config.load_kube_config(config_file=path if os.pathsep not in path else None, context=context,
-                                     client_configuration=configuration, persist_config=False)
-    except Exception as exc:
-        raise KubeError("cannot load the kubeconfig %s: %s" % (path, exc))
-    # The key's name changed between client versions; auth_settings() reads whichever it uses.
-    authorization = None
-    for setting in configuration.auth_settings().values():
-        if setting.get("in") == "header" and setting.get("key", "").lower() == "authorization" and setting.get("value"):
-            authorization = setting["value"]
-    return Credentials(configuration.host, authorization=authorization, ca_file=configuration.ssl_ca_cert,
-                       cert_file=configuration.cert_file, key_file=configuration.key_file,
-                       verify=configuration.verify_ssl, proxy=configuration.proxy)
 
 
 def digest(value):

@@ -11,11 +11,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect3 import Prefect3Client
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_common import (
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v3 import Prefect3Client
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
     fail_api, http_client, prefect_api_argument_spec,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import PrefectApiError
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import PrefectApiError
 
 WORKER_FIELDS = ("name", "status", "last_heartbeat_time", "heartbeat_interval_seconds")
 MAX_REQUEST_SECONDS = 30

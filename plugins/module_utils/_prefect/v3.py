@@ -14,7 +14,7 @@ __metaclass__ = type
 import copy
 import time
 
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import (
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import (
     PrefectApiError, public_url, quote_segment,
 )
 

@@ -1,9 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, qhub.prefect contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Argument spec and client construction shared by the modules that talk to a Prefect API.
+"""Options and clients shared by the module runners: the Kubernetes connection and the Prefect API.
 
-Matches the ``qhub.prefect.prefect_api`` doc fragment.
+Each group matches a doc fragment (``qhub.prefect.kube_auth``, ``qhub.prefect.prefect_api``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -12,11 +12,41 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.qhub.prefect.plugins.module_utils._credentials import resolve as resolve_credentials
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import (
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import (
+    HAS_URLLIB3, KubeClient, KubeError, URLLIB3_IMPORT_ERROR,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import resolve as resolve_credentials
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import (
     PREFECT1_API, PREFECT3_API, PrefectApiError, PrefectHttpClient,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
+
+
+def kube_auth_argument_spec():
+    return dict(
+        kubeconfig=dict(type="path", fallback=(env_fallback, ["K8S_AUTH_KUBECONFIG"])),
+        context=dict(type="str", fallback=(env_fallback, ["K8S_AUTH_CONTEXT"])),
+        host=dict(type="str", fallback=(env_fallback, ["K8S_AUTH_HOST"])),
+        kube_token=dict(type="str", no_log=True, fallback=(env_fallback, ["K8S_AUTH_API_KEY"])),
+        ca_cert=dict(type="path", fallback=(env_fallback, ["K8S_AUTH_SSL_CA_CERT"])),
+        validate_certs=dict(type="bool", fallback=(env_fallback, ["K8S_AUTH_VERIFY_SSL"])),
+    )
+
+
+def kube_client(module):
+    if not HAS_URLLIB3:
+        # urllib3 comes with the kubernetes client, the collection's documented requirement.
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(URLLIB3_IMPORT_ERROR))
+    params = module.params
+    try:
+        return KubeClient(kubeconfig=params["kubeconfig"], context=params["context"], host=params["host"],
+                          token=params["kube_token"], ca_cert=params["ca_cert"],
+                          validate_certs=params["validate_certs"])
+    except KubeError as exc:
+        module.fail_json(msg=str(exc))
+
 
 DEFAULT_TIMEOUT = 30
 DEFAULT_RETRIES = 3

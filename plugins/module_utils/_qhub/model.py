@@ -1,10 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, qhub.prefect contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The ``prefect:`` block of a QHub config as a validated model.
+"""The values of a QHub config's ``prefect:`` block: overrides, images, names. Pure.
 
-Private to the collection. Pure: no I/O besides reading the environment mapping it is
-given, so every rule here is unit-tested without servers. Every error names the key path.
+No I/O besides reading the environment mapping it is given, so every rule here is unit-tested
+without servers. Every error names the key path.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -13,14 +13,13 @@ __metaclass__ = type
 
 import ast
 import json
-import os
 import re
-from decimal import Decimal, InvalidOperation
+
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.quantity import quantity_value
 
 SECRET_PREFIX = "QHUB_SECRET_"
 DEFAULT_NAMESPACE = "dev"
 DEFAULT_IMAGE = "prefecthq/prefect:3-python3.11-kubernetes"
-QHUB_LEGACY_IMAGE = "prefecthq/prefect:0.14.22-python3.8"
 PREFECT1 = "prefect1"
 PREFECT3 = "prefect3"
 GENERATIONS = (PREFECT1, PREFECT3)
@@ -29,7 +28,6 @@ MAX_VALUE_BYTES = 32 * 1024
 MAX_SECRET_BYTES = 900 * 1024  # a Secret holds at most 1 MiB, object metadata included
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-PREFECT_BLOCK_KEYS = ("enabled", "image", "overrides", "token")
 
 # One table for every accepted override. Flat keys are the Prefect Server chart's agent env;
 # nested keys are QHub's chart values. Both forms land in the same field.
@@ -79,18 +77,10 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_QUANTITY = re.compile(r"^(?P<num>[+]?(\d+(\.\d*)?|\.\d+))"
-                       r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
 _IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
-_SUFFIX_FACTOR = {
-    None: Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
-    "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15, "E": Decimal(10) ** 18, "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20,
-    "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40, "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
-}
 
 
 class ConfigError(ValueError):
@@ -112,21 +102,6 @@ def _type_name(value):
 def _short(value, limit=60):
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "...'"
-
-
-def quantity_value(text):
-    """The numeric value of a Kubernetes quantity string, or None if it is not one."""
-    match = _QUANTITY.match(text) if isinstance(text, str) else None
-    if not match:
-        return None
-    suffix = match.group("suffix")
-    try:
-        number = Decimal(match.group("num"))
-        if suffix and suffix[0] in "eE":
-            return number * (Decimal(10) ** int(suffix[1:]))
-        return number * _SUFFIX_FACTOR[suffix]
-    except (InvalidOperation, KeyError, OverflowError):
-        return None
 
 
 def parse_quantity(value, path):
@@ -413,170 +388,3 @@ def validate_label_value(value, path):
     return value
 
 
-class PrefectConfig:
-    """The validated ``prefect:`` block. ``public()`` holds no secret value."""
-
-    def __init__(self, namespace, enabled, image, generation, job, secret_env, credentials, instance):
-        self.namespace = namespace
-        self.enabled = enabled
-        self.image = image
-        self.generation = generation
-        self.job = job
-        self.secret_env = secret_env
-        self.credentials = credentials
-        self.token = credentials.token
-        self.token_source = credentials.token_source
-        self.instance = instance
-
-    def public(self):
-        return dict(self.credentials.public(), **{
-            "namespace": self.namespace,
-            "enabled": self.enabled,
-            "image": self.image,
-            "generation": self.generation,
-            "job": self.job.as_dict(),
-            "secret_env_names": sorted(self.secret_env),
-            "instance": self.instance,
-        })
-
-
-class _AnyVariable(dict):
-    """An environment in which every variable is set (to its value, or to an empty string)."""
-
-    def __contains__(self, name):
-        return True
-
-    def __missing__(self, name):
-        return ""
-
-
-def _no_credentials(generation, environ, api_url):
-    from ansible_collections.qhub.prefect.plugins.module_utils._credentials import Credentials, resolve_api_url
-    try:
-        url, source = resolve_api_url(generation, environ, api_url or None)
-    except ConfigError:
-        url, source = None, None
-    return Credentials(url, source, None, None, None, None)
-
-
-def instance_of(doc, namespace, instance=None):
-    """The stable identity ownership is keyed on: a given one, else project_name, else the namespace."""
-    if instance not in (None, ""):
-        return validate_label_value(instance, "instance")
-    if doc.get("project_name") is not None:
-        return validate_label_value(doc["project_name"], "project_name")
-    return namespace
-
-
-def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_url=None, instance=None,
-                      credentials=True):
-    """Validate a whole QHub config document; only its ``project_name``, ``namespace`` and ``prefect:`` are read.
-
-    ``credentials=False`` leaves the API URL and token unresolved: for a reader without the run's environment.
-    """
-    from ansible_collections.qhub.prefect.plugins.module_utils._credentials import resolve as resolve_credentials
-
-    if not isinstance(doc, dict):
-        raise ConfigError("(top level)", "the QHub config is %s, not a mapping" % _type_name(doc))
-    namespace = validate_namespace(doc.get("namespace", DEFAULT_NAMESPACE))
-    instance = instance_of(doc, namespace, instance)
-    block = doc.get("prefect")
-    if block is None:
-        block = {"enabled": False}
-    if not isinstance(block, dict):
-        raise ConfigError("prefect", "%s is not a mapping (want enabled, image, overrides)" % _type_name(block))
-    for key in block:
-        if key not in PREFECT_BLOCK_KEYS:
-            raise ConfigError("prefect.%s" % key, "unknown key; accepted keys: %s" % ", ".join(PREFECT_BLOCK_KEYS))
-    enabled = block.get("enabled", False)
-    if not isinstance(enabled, bool):
-        raise ConfigError("prefect.enabled", "%s is not true or false" % _short(enabled))
-    image = block.get("image")
-    image = DEFAULT_IMAGE if image is None else validate_image(image)
-    if generation in (None, "auto"):
-        generation = generation_of_image(image)
-    elif generation not in GENERATIONS:
-        raise ConfigError("generation", "%r is not one of auto, %s" % (generation, ", ".join(GENERATIONS)))
-    if enabled:
-        check_image_version(image, generation)
-    # A disabled block is still validated, but its QHUB_SECRET_ references need not resolve: removing
-    # the agent must not require the secrets it used to get.
-    references = environ if enabled else _AnyVariable(environ)
-    job, secret_env = parse_overrides(block.get("overrides"), references)
-    if "token" in block and block["token"] is None:
-        raise ConfigError("prefect.token", "is set but empty: give the Prefect API key or leave the key out")
-    if not credentials:
-        resolved = _no_credentials(generation, {}, api_url)
-    elif enabled:
-        resolved = resolve_credentials(generation, environ, api_url=api_url, config_token=block.get("token"),
-                                       require=require_token)
-    else:
-        # Removing needs no Prefect API: nothing about the credentials may stop it.
-        resolved = _no_credentials(generation, environ, api_url)
-    return PrefectConfig(namespace, enabled, image, generation, job, secret_env, resolved, instance)
-
-
-def load_yaml_strict(text, source="qhub-config.yml"):
-    """Parse YAML, refusing duplicate keys (PyYAML keeps the last one silently)."""
-    import yaml  # the modules list PyYAML in requirements; imported late so unit tests of the rest need none
-
-    class StrictLoader(yaml.SafeLoader):
-        pass
-
-    def construct_mapping(loader, node, deep=False):
-        seen = set()
-        for key_node, _value_node in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(source, "line %d: duplicate key %r" % (key_node.start_mark.line + 1, key))
-            seen.add(key)
-        return loader.construct_mapping(node, deep=deep)
-
-    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark else ""
-        raise ConfigError(source, "%snot valid YAML (%s)" % (where, getattr(exc, "problem", None) or exc))
-
-
-CONFIG_INFO_ARGUMENT_SPEC = dict(
-    path=dict(type="path"),
-    config=dict(type="dict"),
-    generation=dict(type="str", default="auto", choices=["auto", "prefect1", "prefect3"]),
-    require_token=dict(type="bool", default=True),
-    api_url=dict(type="str"),
-    instance=dict(type="str"),
-)
-CONFIG_INFO_REQUIRED_ONE_OF = [("path", "config")]
-CONFIG_INFO_MUTUALLY_EXCLUSIVE = [("path", "config")]
-
-
-def config_info(params, environ):
-    """The result of qhub_config_info for validated ``params``: the public settings, or failed with a msg."""
-    result = {"changed": False}
-    doc = params["config"]
-    try:
-        if params["path"]:
-            path = os.path.abspath(os.path.expanduser(params["path"]))
-            result["path"] = path
-            try:
-                with open(path, "rb") as handle:
-                    text = handle.read().decode("utf-8")
-            except (IOError, OSError, UnicodeDecodeError) as exc:
-                return dict(result, failed=True, msg="cannot read the QHub config %s: %s" % (path, exc))
-            doc = load_yaml_strict(text, path)
-        config = parse_qhub_config(doc, environ, params["generation"], params["require_token"],
-                                   api_url=params["api_url"] or None, instance=params["instance"] or None)
-    except ConfigError as exc:
-        return dict(result, failed=True, msg="invalid QHub config: %s" % exc, key=exc.path)
-    # No secret value is returned, so none is added to no_log_values: Ansible masks those as
-    # substrings of every returned string, and a short token would garble the returned path.
-    public = config.public()
-    overrides = dict((doc.get("prefect") or {}).get("overrides") or {})
-    overrides.pop("secretEnvVars", None)
-    public["overrides"] = overrides
-    result["namespace"] = public.pop("namespace")
-    result["prefect"] = public
-    return result

@@ -11,20 +11,21 @@ import base64
 import json
 import os
 
-from ansible_collections.qhub.prefect.plugins.module_utils._credentials import resolve as resolve_credentials
-from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
-    FIELD_MANAGER, MANAGED_BY_LABEL, OWNER_LABEL, Applier, KubeError, list_labelled, object_path,
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import resolve as resolve_credentials
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
+    Applier, FIELD_MANAGER, MANAGED_BY_LABEL, OWNER_LABEL, list_labelled, object_path,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._kube_common import kube_auth_argument_spec, kube_client
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
-    DEFAULT_IMAGE, PREFECT1, ConfigError, check_image_version, generation_of_image, parse_overrides, validate_image,
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeError
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import kube_auth_argument_spec, kube_client
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
+    ConfigError, DEFAULT_IMAGE, PREFECT1, check_image_version, generation_of_image, parse_overrides, validate_image,
     validate_label_value, validate_namespace,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._render import (
-    DIGEST_SALT_KEY, PREFECT_OBJECTS_ANNOTATION, AgentSpec, key_reaches_flow_runs_as_text, needs_digest_salt,
+from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import (
+    AgentSpec, DIGEST_SALT_KEY, PREFECT_OBJECTS_ANNOTATION, key_reaches_flow_runs_as_text, needs_digest_salt,
     owned_object_stubs, prefect_objects, render_objects, secret_data,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._rollout import wait_for_rollout
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.rollout import wait_for_rollout
 
 KUBE_SYSTEM = "/api/v1/namespaces/kube-system"
 
@@ -67,7 +68,7 @@ def build_spec(params, environ):
         validate_label_value(instance, "instance")
     token = api_url = auth_string = None
     if params["state"] == "present":
-        # The one credential rule (module_utils/_credentials.py), as qhub_config_info and the other modules apply it.
+        # The one credential rule (module_utils/_qhub/credentials.py), as qhub_config_info and the other modules apply it.
         credentials = resolve_credentials(generation, environ, api_url=params["api_url"], api_key=params["api_key"],
                                           api_auth_string=params["api_auth_string"])
         token, api_url, auth_string = credentials.token, credentials.api_url, credentials.auth_string

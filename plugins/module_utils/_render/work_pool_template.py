@@ -9,9 +9,7 @@ __metaclass__ = type
 
 import copy
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kubernetes_job_template import (
-    DEFAULT_BASE_JOB_TEMPLATE,
-)
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.base_job_template import DEFAULT_BASE_JOB_TEMPLATE
 
 RESOURCE_VARIABLES = {
     "cpu_request": ("requests", "cpu", "CPU Request", "The CPU request of the flow-run container (500m, 2)."),

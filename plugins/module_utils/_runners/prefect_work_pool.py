@@ -12,17 +12,17 @@ import json
 import os
 import re
 
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect3 import (
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v3 import (
     Prefect3Client, ensure_work_pool, reserved_name,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_common import (
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
     fail_api, http_client, prefect_api_argument_spec,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect_http import PrefectApiError
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import (
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import PrefectApiError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
     ConfigError, parse_overrides, validate_image, validate_namespace,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._work_pool_template import (
+from ansible_collections.qhub.prefect.plugins.module_utils._render.work_pool_template import (
     build_base_job_template, server_default_template,
 )
 

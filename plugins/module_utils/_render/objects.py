@@ -12,11 +12,11 @@ import hashlib
 import hmac
 import json
 
-from ansible_collections.qhub.prefect.plugins.module_utils._credentials import PREFECT_CLOUD1_API, is_prefect_cloud
-from ansible_collections.qhub.prefect.plugins.module_utils._kube import (
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import PREFECT_CLOUD1_API, is_prefect_cloud
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
     FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, OWNER_LABEL, digest,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub_config import PREFECT1, image_version
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import PREFECT1, image_version
 
 SECRET_DIGEST_ANNOTATION = "qhub.prefect/secret-digest"
 # What this deployment uses on the Prefect side, so a later run can report what it no longer describes.

@@ -20,7 +20,8 @@ __metaclass__ = type
 import time
 from urllib.parse import quote
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube import KubeError, MASK, describe, object_path
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import MASK, describe, object_path
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeError
 
 LOG_TAIL_LINES = 15
 LOG_LIMIT_BYTES = 16384

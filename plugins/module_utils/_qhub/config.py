@@ -1,0 +1,148 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, qhub.prefect contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A whole QHub config document as a validated model: the namespace, the instance, the ``prefect:`` block.
+
+Pure: it parses text and mappings given to it; reading the file is the caller's (the config_info runner).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import (
+    Credentials, resolve as resolve_credentials, resolve_api_url,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
+    DEFAULT_IMAGE, DEFAULT_NAMESPACE, GENERATIONS, ConfigError, _short, _type_name, check_image_version,
+    generation_of_image, parse_overrides, validate_image, validate_label_value, validate_namespace,
+)
+
+PREFECT_BLOCK_KEYS = ("enabled", "image", "overrides", "token")
+
+
+class PrefectConfig:
+    """The validated ``prefect:`` block. ``public()`` holds no secret value."""
+
+    def __init__(self, namespace, enabled, image, generation, job, secret_env, credentials, instance):
+        self.namespace = namespace
+        self.enabled = enabled
+        self.image = image
+        self.generation = generation
+        self.job = job
+        self.secret_env = secret_env
+        self.credentials = credentials
+        self.token = credentials.token
+        self.token_source = credentials.token_source
+        self.instance = instance
+
+    def public(self):
+        return dict(self.credentials.public(), **{
+            "namespace": self.namespace,
+            "enabled": self.enabled,
+            "image": self.image,
+            "generation": self.generation,
+            "job": self.job.as_dict(),
+            "secret_env_names": sorted(self.secret_env),
+            "instance": self.instance,
+        })
+
+
+class _AnyVariable(dict):
+    """An environment in which every variable is set (to its value, or to an empty string)."""
+
+    def __contains__(self, name):
+        return True
+
+    def __missing__(self, name):
+        return ""
+
+
+def _no_credentials(generation, environ, api_url):
+    try:
+        url, source = resolve_api_url(generation, environ, api_url or None)
+    except ConfigError:
+        url, source = None, None
+    return Credentials(url, source, None, None, None, None)
+
+
+def instance_of(doc, namespace, instance=None):
+    """The stable identity ownership is keyed on: a given one, else project_name, else the namespace."""
+    if instance not in (None, ""):
+        return validate_label_value(instance, "instance")
+    if doc.get("project_name") is not None:
+        return validate_label_value(doc["project_name"], "project_name")
+    return namespace
+
+
+def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_url=None, instance=None,
+                      credentials=True):
+    """Validate a whole QHub config document; only its ``project_name``, ``namespace`` and ``prefect:`` are read.
+
+    ``credentials=False`` leaves the API URL and token unresolved: for a reader without the run's environment.
+    """
+    if not isinstance(doc, dict):
+        raise ConfigError("(top level)", "the QHub config is %s, not a mapping" % _type_name(doc))
+    namespace = validate_namespace(doc.get("namespace", DEFAULT_NAMESPACE))
+    instance = instance_of(doc, namespace, instance)
+    block = doc.get("prefect")
+    if block is None:
+        block = {"enabled": False}
+    if not isinstance(block, dict):
+        raise ConfigError("prefect", "%s is not a mapping (want enabled, image, overrides)" % _type_name(block))
+    for key in block:
+        if key not in PREFECT_BLOCK_KEYS:
+            raise ConfigError("prefect.%s" % key, "unknown key; accepted keys: %s" % ", ".join(PREFECT_BLOCK_KEYS))
+    enabled = block.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError("prefect.enabled", "%s is not true or false" % _short(enabled))
+    image = block.get("image")
+    image = DEFAULT_IMAGE if image is None else validate_image(image)
+    if generation in (None, "auto"):
+        generation = generation_of_image(image)
+    elif generation not in GENERATIONS:
+        raise ConfigError("generation", "%r is not one of auto, %s" % (generation, ", ".join(GENERATIONS)))
+    if enabled:
+        check_image_version(image, generation)
+    # A disabled block is still validated, but its QHUB_SECRET_ references need not resolve: removing
+    # the agent must not require the secrets it used to get.
+    references = environ if enabled else _AnyVariable(environ)
+    job, secret_env = parse_overrides(block.get("overrides"), references)
+    if "token" in block and block["token"] is None:
+        raise ConfigError("prefect.token", "is set but empty: give the Prefect API key or leave the key out")
+    if not credentials:
+        resolved = _no_credentials(generation, {}, api_url)
+    elif enabled:
+        resolved = resolve_credentials(generation, environ, api_url=api_url, config_token=block.get("token"),
+                                       require=require_token)
+    else:
+        # Removing needs no Prefect API: nothing about the credentials may stop it.
+        resolved = _no_credentials(generation, environ, api_url)
+    return PrefectConfig(namespace, enabled, image, generation, job, secret_env, resolved, instance)
+
+
+def load_yaml_strict(text, source="qhub-config.yml"):
+    """Parse YAML, refusing duplicate keys (PyYAML keeps the last one silently)."""
+    import yaml  # the modules list PyYAML in requirements; imported late so unit tests of the rest need none
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _value_node in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(source, "line %d: duplicate key %r" % (key_node.start_mark.line + 1, key))
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark else ""
+        raise ConfigError(source, "%snot valid YAML (%s)" % (where, getattr(exc, "problem", None) or exc))
+
+
