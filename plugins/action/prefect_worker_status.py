@@ -1,16 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, qhub.prefect contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""prefect_worker_status: inside the controller when the task runs there, the module everywhere else."""
+"""prefect_worker_status: the module's runner in the controller when the task runs there, else the module."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_worker_status import argument_spec, run
+from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_worker_status as runner
 from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import ControllerFirstAction
 
 
 class ActionModule(ControllerFirstAction):
-    argument_spec = staticmethod(argument_spec)
-    run_module = staticmethod(run)
+    runner = runner

@@ -25,8 +25,8 @@ options:
       - "The Prefect API key, sent as C(Authorization: Bearer KEY). Never logged or returned."
       - A value C(QHUB_SECRET_NAME) stands for the environment variable C(NAME), as in a QHub config.
       - Defaults to the environment variable E(QHUB_SECRET_PREFECT_TOKEN), then E(TF_VAR_prefect_token),
-        then E(PREFECT_API_KEY); M(qhub.prefect.qhub_config_info) adds C(prefect.token) of the config last, and
-        the role passes that one here. Every module and the role resolve it by the same rule.
+        then E(PREFECT_API_KEY), then C(prefect.token) of O(qhub_config). Every module and
+        M(qhub.prefect.qhub_config_info) resolve it by the same rule.
       - Required for Prefect Cloud (C(api.prefect.io), C(api.prefect.cloud)); optional for a self-hosted server.
       - A source that is set but empty is an error naming it, not skipped.
     type: str
@@ -53,4 +53,11 @@ options:
         asks for (at most 30 s). Other errors are not retried.
     type: int
     default: 3
+  qhub_config:
+    description:
+      - A QHub config, as the path of its file (on the host the module runs on; the role runs on the
+        controller) or as a mapping, whose C(prefect.token) is the last source of the API key.
+      - The module reads it itself, so the role passes the config rather than a secret read from it, and no
+        secret value passes through a variable or a registered result.
+    type: raw
 '''

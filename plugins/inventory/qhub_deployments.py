@@ -10,7 +10,7 @@ DOCUMENTATION = r'''
 name: qhub_deployments
 short_description: One host per QHub deployment, found from qhub-config.yml paths or globs
 version_added: 0.2.0
-author: qhub.prefect contributors (!UNKNOWN)
+author: qhub.prefect contributors (@qhub-prefect)
 description:
   - Reads an inventory file whose name ends in C(.qhub_deployments.yml) or C(.qhub_deployments.yaml) and makes one
     host per QHub config it finds, for C(playbooks/deploy.yml) to converge them all in one run with C(forks).

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 module: kube_context_info
 short_description: The API server a kubeconfig context points at, checked without contacting it
 version_added: 0.2.0
-author: qhub.prefect contributors (!UNKNOWN)
+author: qhub.prefect contributors (@qhub-prefect)
 description:
   - Reads the kubeconfig the other modules of this collection would read with the same options, and returns the
     context, cluster, API server URL and default namespace it selects.
@@ -95,12 +95,13 @@ kubeconfig:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube.target import argument_spec, run
+from ansible_collections.qhub.prefect.plugins.module_utils._runners import kube_context_info as runner
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
 
 
 def main():
-    # playbooks run plugins/action/kube_context_info.py, which calls the same run() inside the controller.
-    run(AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True))
+    # plugins/action/kube_context_info.py runs the same runner inside the controller when the task runs there.
+    runner.run(AnsibleModule(**module_spec(runner)))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 module: prefect_agent_config
 short_description: Run a Prefect 1 agent or a Prefect 2/3 worker on Kubernetes from QHub overrides
 version_added: 0.1.0
-author: qhub.prefect contributors (!UNKNOWN)
+author: qhub.prefect contributors (@qhub-prefect)
 description:
   - Renders the ServiceAccount, Role, RoleBinding, Secret and Deployment of a Prefect agent (Prefect 1,
     C(prefect agent kubernetes start)) or worker (Prefect 2 and 3, C(prefect worker start --type kubernetes)),
@@ -70,7 +70,17 @@ options:
     description:
       - QHub's C(prefect.overrides.secretEnvVars), variable name to value. A value C(QHUB_SECRET_NAME) is
         replaced by the environment variable C(NAME).
+      - Mutually exclusive with O(qhub_config), which holds them.
     type: dict
+  qhub_config:
+    description:
+      - A QHub config, as the path of its file (on the host the module runs on; the role runs on the
+        controller) or as a mapping. The module takes C(prefect.overrides.secretEnvVars) from it (instead of
+        O(secret_env)) and C(prefect.token) as the last source of the API key.
+      - The module reads it itself, so the role passes the config rather than a secret read from it, and no
+        secret value passes through a variable or a registered result. Other settings still come from the
+        options (the role passes them from M(qhub.prefect.qhub_config_info)).
+    type: raw
   api_url:
     description:
       - The Prefect API the agent or worker talks to. Required for Prefect 2/3; for Prefect 1 defaults to
@@ -284,7 +294,7 @@ api_key_in_flow_run_env:
     agents; workers on Prefect 2.x or 3.0 images), which no setting prevents.
   returned: with O(state=present)
   type: bool
-api_requests:
+requests:
   description: Requests sent to the Kubernetes API server.
   returned: always
   type: int
@@ -293,14 +303,13 @@ api_requests:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_agent_config import argument_spec, run
+from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_agent_config as runner
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
 
 
 def main():
-    # plugins/action/prefect_agent_config.py runs the same run() inside the controller when the task
-    # runs on the controller anyway; this is the path for every other host.
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    run(module)
+    # plugins/action/prefect_agent_config.py runs the same runner inside the controller when the task runs there.
+    runner.run(AnsibleModule(**module_spec(runner)))
 
 
 if __name__ == "__main__":

@@ -118,40 +118,15 @@ requests:
   sample: 1
 '''
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v1 import Prefect1Client, ensure_project
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
-    fail_api, http_client, prefect_api_argument_spec,
-)
-from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import PrefectApiError
+from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_project as runner
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
 
 
 def main():
-    argument_spec = prefect_api_argument_spec()
-    argument_spec.update(
-        name=dict(type="str", required=True),
-        description=dict(type="str"),
-        state=dict(type="str", default="present", choices=["present", "absent"]),
-        tenant_id=dict(type="str", fallback=(env_fallback, ["PREFECT__CLOUD__TENANT_ID"])),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    params = module.params
-    if not params["name"].strip():
-        module.fail_json(msg="name: a project needs a non-empty name")
-
-    http = http_client(module, generation="prefect1")
-    client = Prefect1Client(http, tenant_id=params["tenant_id"])
-    try:
-        changed, project, before, after, differences = ensure_project(
-            client, params["name"], params["description"], params["state"], module.check_mode)
-    except PrefectApiError as exc:
-        fail_api(module, exc, http)
-
-    result = dict(changed=changed, project=project or {}, differences=differences, requests=http.requests)
-    if module._diff:
-        result["diff"] = dict(before=before, after=after)
-    module.exit_json(**result)
+    # plugins/action/prefect_project.py runs the same runner inside the controller when the task runs there.
+    runner.run(AnsibleModule(**module_spec(runner)))
 
 
 if __name__ == "__main__":

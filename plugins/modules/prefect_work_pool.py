@@ -213,17 +213,13 @@ requests:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_work_pool import (
-    MUTUALLY_EXCLUSIVE, argument_spec, run,
-)
+from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_work_pool as runner
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
 
 
 def main():
-    # plugins/action/prefect_work_pool.py runs the same run() inside the controller when the task
-    # runs on the controller anyway; this is the path for every other host.
-    module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=MUTUALLY_EXCLUSIVE,
-                           supports_check_mode=True)
-    run(module)
+    # plugins/action/prefect_work_pool.py runs the same runner inside the controller when the task runs there.
+    runner.run(AnsibleModule(**module_spec(runner)))
 
 
 if __name__ == "__main__":

@@ -124,12 +124,13 @@ requests:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_worker_status import argument_spec, run
+from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_worker_status as runner
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
 
 
 def main():
-    # Playbooks on the controller run plugins/action/prefect_worker_status.py, the same run() in-process.
-    run(AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True))
+    # plugins/action/prefect_worker_status.py runs the same runner inside the controller when the task runs there.
+    runner.run(AnsibleModule(**module_spec(runner)))
 
 
 if __name__ == "__main__":

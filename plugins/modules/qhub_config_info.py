@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 module: qhub_config_info
 short_description: Read and validate the prefect block of a QHub config
 version_added: 0.1.0
-author: qhub.prefect contributors (!UNKNOWN)
+author: qhub.prefect contributors (@qhub-prefect)
 description:
   - Reads a C(qhub-config.yml) (duplicate keys and YAML errors fail with the line), validates its C(namespace)
     and C(prefect) block and resolves C(QHUB_SECRET_) references against the environment.
@@ -130,24 +130,15 @@ prefect:
       type: str
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.qhub_config_info import (
-    CONFIG_INFO_ARGUMENT_SPEC, CONFIG_INFO_MUTUALLY_EXCLUSIVE, CONFIG_INFO_REQUIRED_ONE_OF, config_info,
-)
+from ansible_collections.qhub.prefect.plugins.module_utils._runners import qhub_config_info as runner
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
 
 
 def main():
-    # Runs only where the action plugin of the same name is bypassed (for example ansible-test units);
-    # playbooks run plugins/action/qhub_config_info.py on the controller, which saves a module launch.
-    module = AnsibleModule(argument_spec=CONFIG_INFO_ARGUMENT_SPEC, required_one_of=CONFIG_INFO_REQUIRED_ONE_OF,
-                           mutually_exclusive=CONFIG_INFO_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
-    result = config_info(module.params, os.environ)
-    if result.get("failed"):
-        module.fail_json(**result)
-    module.exit_json(**result)
+    # plugins/action/qhub_config_info.py runs the same runner inside the controller when the task runs there.
+    runner.run(AnsibleModule(**module_spec(runner)))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import UnsupportedError
 from ansible.module_utils.common.parameters import remove_values
 
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
+
 
 class _ModuleExit(Exception):
     def __init__(self, result):
@@ -94,26 +96,39 @@ def _as_module_gets_them(args):
         raise AnsibleActionFail("the module arguments are not JSON: %s" % exc)
 
 
-def run_on_controller(action, argument_spec, run, mutually_exclusive=None):
-    """Validate the task's arguments like AnsibleModule would, then ``run(module)``; returns the result."""
+def validate(spec, args, name):
+    """(validated params, no_log values, error message or None) as AnsibleModule would find them.
+
+    ``spec`` is module_spec(runner). tests/unit/test_controller_module.py pins this against AnsibleModule
+    itself: the no_log values come from a private attribute of ansible-core's validation result.
+    """
+    validator = ArgumentSpecValidator(spec["argument_spec"], mutually_exclusive=spec["mutually_exclusive"],
+                                      required_one_of=spec["required_one_of"])
+    validation = validator.validate(args)
+    no_log_values = validation._no_log_values
+    message = None
+    if validation.error_messages:
+        message = validation.errors.msg
+        if isinstance(validation.errors[0], UnsupportedError):
+            message = "Unsupported parameters for (%s) module: %s" % (name, message)
+    return validation.validated_parameters, no_log_values, message
+
+
+def run_on_controller(action, runner):
+    """Validate the task's arguments like AnsibleModule would, then ``runner.run(module)``; returns the result."""
     added = task_environment(action)
     saved = dict(os.environ)
     # Option fallbacks (env_fallback) and the modules read os.environ. The worker process runs this
     # one task, and the environment is put back afterwards all the same.
     os.environ.update(added)
     try:
-        validator = ArgumentSpecValidator(argument_spec, mutually_exclusive=mutually_exclusive)
-        validation = validator.validate(_as_module_gets_them(action._task.args))
-        no_log_values = validation._no_log_values
-        if validation.error_messages:
-            message = validation.errors.msg
-            if isinstance(validation.errors[0], UnsupportedError):
-                message = "Unsupported parameters for (%s) module: %s" % (action._task.action, message)
+        params, no_log_values, message = validate(module_spec(runner), _as_module_gets_them(action._task.args),
+                                                 action._task.action)
+        if message is not None:
             return remove_values({"failed": True, "msg": message}, no_log_values)
-        module = ControllerModule(validation.validated_parameters, bool(action._task.check_mode),
-                                  bool(action._task.diff), no_log_values)
+        module = ControllerModule(params, bool(action._task.check_mode), bool(action._task.diff), no_log_values)
         try:
-            run(module)
+            runner.run(module)
         except _ModuleExit as done:
             return done.result
         raise AnsibleActionFail("the module ended without a result")
@@ -123,24 +138,22 @@ def run_on_controller(action, argument_spec, run, mutually_exclusive=None):
 
 
 class ControllerFirstAction(ActionBase):
-    """An action plugin that runs its module's logic in-process on the controller, and launches it elsewhere.
+    """An action plugin that runs its module's runner in-process on the controller, and launches the module elsewhere.
 
-    Subclasses set, as staticmethods, ``argument_spec`` (returns the module's spec) and ``run_module``
-    (the module's ``run(module)``), and optionally ``mutually_exclusive`` and ``available`` (False when the
-    controller lacks the module's Python dependencies).
+    Subclasses set ``runner``, the module's file in module_utils/_runners. A runner with ``CONTROLLER_ONLY``
+    (it reads controller files) always runs here; one with ``HAS_REQUIREMENTS`` false (the controller
+    lacks its Python dependencies) always launches the module.
     """
 
     _supports_check_mode = True
     _supports_async = True
-    argument_spec = None
-    run_module = None
-    mutually_exclusive = None
-    available = True
+    runner = None
 
     def run(self, tmp=None, task_vars=None):
         result = super(ControllerFirstAction, self).run(tmp, task_vars)
-        if self.available and runs_on_controller(self):
-            result.update(run_on_controller(self, self.argument_spec(), self.run_module, self.mutually_exclusive))
+        here = getattr(self.runner, "HAS_REQUIREMENTS", True) and runs_on_controller(self)
+        if getattr(self.runner, "CONTROLLER_ONLY", False) or here:
+            result.update(run_on_controller(self, self.runner))
         else:
             result.update(self._execute_module(task_vars=task_vars, wrap_async=self._task.async_val))
         return result

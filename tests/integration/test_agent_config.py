@@ -232,7 +232,7 @@ def test_an_unowned_object_with_the_exact_name_is_not_deleted(testbed, kube_admi
 def test_bad_input_fails_before_any_request(testbed, overrides, key):
     failed = run_module("prefect_agent_config", dict(args_for(testbed, "never-created"), overrides=overrides))
     assert failed.rc != 0 and failed["msg"].startswith(key + ":"), failed
-    assert "api_requests" not in failed.data
+    assert "requests" not in failed.data
 
 
 def test_qhub_era_prefect1_config_runs_an_agent_whose_job_template_carries_the_overrides(testbed, kube_admin,

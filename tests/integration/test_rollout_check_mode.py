@@ -24,7 +24,7 @@ def test_check_mode_with_wait_returns_at_once_and_reads_nothing_more(testbed, un
     assert checked.rc == 0 and checked["changed"] is True, checked
     assert seconds < 60, "check mode waited %.0f s" % seconds
     unwaited = run_module("prefect_agent_config", changed, check=True)
-    assert checked["api_requests"] == unwaited["api_requests"], (checked, unwaited)
+    assert checked["requests"] == unwaited["requests"], (checked, unwaited)
 
 
 def test_deploy_playbook_in_check_mode_does_not_wait(testbed, unique_namespace, tmp_path):

@@ -102,7 +102,7 @@ def test_a_no_op_run_on_an_available_deployment_reads_each_object_once(node, uni
     again = run_module("prefect_agent_config", args)
     assert again.rc == 0 and again["changed"] is False, again
     # One GET per object; no pod list, no events, no log: the Deployment's status already says available.
-    assert again["api_requests"] == len(KINDS), again
+    assert again["requests"] == len(KINDS), again
 
 
 def test_an_image_that_does_not_exist_fails_naming_it_then_the_right_image_converges(node, kube_admin,

@@ -7,7 +7,9 @@ rule as the docs state it (ORACLE), not from the code under test.
 """
 
 import itertools
+import os
 import pathlib
+from unittest import mock
 
 import pytest
 import yaml
@@ -15,14 +17,15 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_agent_config as _agent_config
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_work_pool as _work_pool
+from ansible_collections.qhub.prefect.plugins.module_utils._runners import qhub_config_info
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
-    module_credentials, prefect_api_argument_spec,
+    module_credentials, module_spec, prefect_api_argument_spec, task_config_secrets,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.qhub_config_info import (
-    CONFIG_INFO_ARGUMENT_SPEC, config_info,
+from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import (
+    ControllerModule, _ModuleExit, validate,
 )
 
 ROLE = pathlib.Path(__file__).resolve().parents[2] / "roles" / "prefect_agent"
@@ -113,9 +116,13 @@ def run_role(generation, environ, role_url, config_token):
                            "qhub_prefect_api_url": role_url or "", "qhub_prefect_kubeconfig": ""})
     tasks = role_tasks()
     info_args = template_args(tasks[0]["qhub.prefect.qhub_config_info"], variables)
-    validated = ArgumentSpecValidator(CONFIG_INFO_ARGUMENT_SPEC).validate(info_args)
-    assert not validated.error_messages
-    settings = config_info(validated.validated_parameters, environ)
+    params, no_log_values, error = validate(module_spec(qhub_config_info), info_args, "qhub_config_info")
+    assert error is None, error
+    with mock.patch.dict(os.environ, environ, clear=True):
+        try:
+            qhub_config_info.run(ControllerModule(params, False, False, no_log_values))
+        except _ModuleExit as done:
+            settings = done.result
     if settings.get("failed"):
         return settings["key"], []
     variables["qhub_prefect_settings"] = settings
@@ -140,7 +147,8 @@ def module_view(module, generation, args, environ):
         validated = ArgumentSpecValidator(_agent_config.argument_spec()).validate(args)
         assert not validated.error_messages, validated.error_messages
         try:
-            spec = _agent_config.build_spec(validated.validated_parameters, environ)
+            secret_env, config_token = task_config_secrets(FakeModule(validated.validated_parameters), environ)
+            spec = _agent_config.build_spec(validated.validated_parameters, environ, secret_env, config_token)
         except ConfigError as exc:
             return exc.path
         return spec.api_url, spec.token, spec.auth_string

@@ -15,8 +15,6 @@ __metaclass__ = type
 
 import os
 
-from ansible.module_utils.basic import env_fallback
-
 
 class KubeTargetError(Exception):
     pass
@@ -85,19 +83,3 @@ def kube_target(kubeconfig=None, context=None, host=None, environ=None):
     return {"server": str(cluster["server"]).rstrip("/"), "context": name, "cluster": cluster_name,
             "namespace": contexts[name].get("namespace"), "kubeconfig": shown}
 
-
-def argument_spec():
-    return dict(
-        kubeconfig=dict(type="path", fallback=(env_fallback, ["K8S_AUTH_KUBECONFIG"])),
-        context=dict(type="str", fallback=(env_fallback, ["K8S_AUTH_CONTEXT"])),
-        host=dict(type="str", fallback=(env_fallback, ["K8S_AUTH_HOST"])),
-    )
-
-
-def run(module):
-    params = module.params
-    try:
-        target = kube_target(params["kubeconfig"], params["context"], params["host"])
-    except KubeTargetError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, **target)

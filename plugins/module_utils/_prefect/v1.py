@@ -134,22 +134,20 @@ class Prefect1Client:
 
 
 def ensure_project(client, name, description=None, state="present", check_mode=False):
-    """(changed, project after or None, before, after, differences) for one project by name."""
+    """Converge one project by name. Returns a dict: changed, differences, project ({} when absent), before, after."""
     current = client.find_project(name)
-    before = _view(current)
-    differences = []
+    result = {"changed": False, "differences": [], "project": {}, "before": _view(current), "after": {}}
     if state == "absent":
         if current is None:
-            return False, None, before, {}, differences
-        differences.append("project")
+            return result
         if not check_mode and not client.delete_project(current["id"]):
             existing = client.find_project(name)
             if existing is not None:
                 raise PrefectApiError("the Prefect API did not delete the project %r (id %s)" % (name, current["id"]))
-        return True, None, before, {}, differences
+        result.update(changed=True, differences=["project"])
+        return result
 
     if current is None:
-        differences.append("project")
         if check_mode:
             project = {"id": None, "name": name, "description": description}
         else:
@@ -157,15 +155,17 @@ def ensure_project(client, name, description=None, state="present", check_mode=F
             if description is not None and project.get("description") != description:
                 client.set_project_description(project["id"], description)
                 project["description"] = description
-        return True, project, before, _view(project), differences
+        result.update(changed=True, differences=["project"], project=project, after=_view(project))
+        return result
 
     project = dict(current)
     if description is not None and current.get("description") != description:
-        differences.append("description")
+        result["differences"].append("description")
         if not check_mode:
             client.set_project_description(current["id"], description)
         project["description"] = description
-    return bool(differences), project, before, _view(project), differences
+    result.update(changed=bool(result["differences"]), project=project, after=_view(project))
+    return result
 
 
 def _view(project):

@@ -66,6 +66,38 @@ def _no_credentials(generation, environ, api_url):
     return Credentials(url, source, None, None, None, None)
 
 
+def prefect_block(doc):
+    """The ``prefect:`` mapping of a config document with its keys checked; ``{enabled: false}`` when absent."""
+    if not isinstance(doc, dict):
+        raise ConfigError("(top level)", "the QHub config is %s, not a mapping" % _type_name(doc))
+    block = doc.get("prefect")
+    if block is None:
+        return {"enabled": False}
+    if not isinstance(block, dict):
+        raise ConfigError("prefect", "%s is not a mapping (want enabled, image, overrides)" % _type_name(block))
+    for key in block:
+        if key not in PREFECT_BLOCK_KEYS:
+            raise ConfigError("prefect.%s" % key, "unknown key; accepted keys: %s" % ", ".join(PREFECT_BLOCK_KEYS))
+    return block
+
+
+def _check_token(block):
+    if "token" in block and block["token"] is None:
+        raise ConfigError("prefect.token", "is set but empty: give the Prefect API key or leave the key out")
+
+
+def config_secrets(doc, environ):
+    """(secret env values, ``prefect.token`` as written) of a config document: what a run's tasks take from it.
+
+    The values of ``secretEnvVars`` are resolved (QHUB_SECRET_ references against ``environ``); the token
+    goes into the one credential rule (credentials.resolve) as its last source.
+    """
+    block = prefect_block(doc)
+    _job, secret_env = parse_overrides(block.get("overrides"), environ)
+    _check_token(block)
+    return secret_env, block.get("token")
+
+
 def instance_of(doc, namespace, instance=None):
     """The stable identity ownership is keyed on: a given one, else project_name, else the namespace."""
     if instance not in (None, ""):
@@ -85,14 +117,7 @@ def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_u
         raise ConfigError("(top level)", "the QHub config is %s, not a mapping" % _type_name(doc))
     namespace = validate_namespace(doc.get("namespace", DEFAULT_NAMESPACE))
     instance = instance_of(doc, namespace, instance)
-    block = doc.get("prefect")
-    if block is None:
-        block = {"enabled": False}
-    if not isinstance(block, dict):
-        raise ConfigError("prefect", "%s is not a mapping (want enabled, image, overrides)" % _type_name(block))
-    for key in block:
-        if key not in PREFECT_BLOCK_KEYS:
-            raise ConfigError("prefect.%s" % key, "unknown key; accepted keys: %s" % ", ".join(PREFECT_BLOCK_KEYS))
+    block = prefect_block(doc)
     enabled = block.get("enabled", False)
     if not isinstance(enabled, bool):
         raise ConfigError("prefect.enabled", "%s is not true or false" % _short(enabled))
@@ -108,8 +133,7 @@ def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_u
     # the agent must not require the secrets it used to get.
     references = environ if enabled else _AnyVariable(environ)
     job, secret_env = parse_overrides(block.get("overrides"), references)
-    if "token" in block and block["token"] is None:
-        raise ConfigError("prefect.token", "is set but empty: give the Prefect API key or leave the key out")
+    _check_token(block)
     if not credentials:
         resolved = _no_credentials(generation, {}, api_url)
     elif enabled:

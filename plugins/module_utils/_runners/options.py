@@ -21,7 +21,19 @@ from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials imp
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import (
     PREFECT1_API, PREFECT3_API, PrefectApiError, PrefectHttpClient,
 )
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import config_secrets, load_yaml_strict
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
+
+
+def module_spec(runner):
+    """AnsibleModule's keyword arguments for a runner: the one place a module's options and constraints are read.
+
+    A runner (a file in this directory) has ``argument_spec()`` and ``run(module)``, and may have
+    ``MUTUALLY_EXCLUSIVE`` and ``REQUIRED_ONE_OF``. The module's ``main()`` and the controller fast path
+    (plugin_utils/_controller_module.py) both build from this, so they validate alike.
+    """
+    return dict(argument_spec=runner.argument_spec(), mutually_exclusive=getattr(runner, "MUTUALLY_EXCLUSIVE", None),
+                required_one_of=getattr(runner, "REQUIRED_ONE_OF", None), supports_check_mode=True)
 
 
 def kube_auth_argument_spec():
@@ -62,16 +74,54 @@ def prefect_api_argument_spec():
         validate_certs=dict(type="bool", default=True),
         timeout=dict(type="int", default=DEFAULT_TIMEOUT),
         retries=dict(type="int", default=DEFAULT_RETRIES),
+        qhub_config=dict(type="raw"),
     )
+
+
+def read_qhub_config_file(path):
+    """(absolute path, document) of a QHub config file; duplicate keys and YAML errors are ConfigErrors.
+
+    IOError and UnicodeDecodeError go to the caller, which says which option named the file.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    with open(path, "rb") as handle:
+        text = handle.read().decode("utf-8")
+    return path, load_yaml_strict(text, path)
+
+
+def task_config_secrets(module, environ):
+    """(secret env, prefect.token) of the task's ``qhub_config``, or ({}, None) without one.
+
+    The module reads the config itself, so no secret value ever passes through a task argument, a
+    registered result or a variable: qhub_config_info returns none, and the role hands the modules the
+    config's path (or the mapping it was given), never a value read from it.
+    """
+    source = module.params.get("qhub_config")
+    if source is None:
+        return {}, None
+    if isinstance(source, dict):
+        doc = source
+    elif isinstance(source, str) and source.strip():
+        try:
+            dummy, doc = read_qhub_config_file(source)
+        except (IOError, OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("qhub_config", "cannot read the QHub config %s: %s" % (source, exc))
+    else:
+        raise ConfigError("qhub_config", "give the path of a QHub config file or the config as a mapping")
+    secret_env, config_token = config_secrets(doc, environ)
+    module.no_log_values.update(value for value in secret_env.values() if value)
+    return secret_env, config_token
 
 
 def module_credentials(module, generation="prefect3", environ=None):
     """The run's credentials by the one rule; fails the module naming the option or variable at fault."""
     params = module.params
+    environ = os.environ if environ is None else environ
     try:
-        credentials = resolve_credentials(generation, os.environ if environ is None else environ,
-                                          api_url=params.get("api_url"), api_key=params.get("api_key"),
-                                          api_auth_string=params.get("api_auth_string"))
+        dummy, config_token = task_config_secrets(module, environ)
+        credentials = resolve_credentials(generation, environ, api_url=params.get("api_url"),
+                                          api_key=params.get("api_key"), api_auth_string=params.get("api_auth_string"),
+                                          config_token=config_token)
     except ConfigError as exc:
         module.fail_json(msg=str(exc), key=exc.path, changed=False)
     for secret in (credentials.token, credentials.auth_string):

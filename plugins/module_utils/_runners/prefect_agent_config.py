@@ -15,8 +15,10 @@ from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials imp
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
     Applier, FIELD_MANAGER, MANAGED_BY_LABEL, OWNER_LABEL, list_labelled, object_path,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeError
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import kube_auth_argument_spec, kube_client
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import HAS_URLLIB3, KubeError
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
+    kube_auth_argument_spec, kube_client, task_config_secrets,
+)
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
     ConfigError, DEFAULT_IMAGE, PREFECT1, check_image_version, generation_of_image, parse_overrides, validate_image,
     validate_label_value, validate_namespace,
@@ -28,6 +30,8 @@ from ansible_collections.qhub.prefect.plugins.module_utils._render.objects impor
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.rollout import wait_for_rollout
 
 KUBE_SYSTEM = "/api/v1/namespaces/kube-system"
+# urllib3 comes with the kubernetes client; a controller without it launches the module instead.
+HAS_REQUIREMENTS = HAS_URLLIB3
 
 
 def _yaml_dump(value):
@@ -45,8 +49,11 @@ def _yaml_dump(value):
     return yaml.dump(value, Dumper=BlockDumper, default_flow_style=False, sort_keys=False)
 
 
-def build_spec(params, environ):
-    """An AgentSpec from module parameters; every ConfigError names the key at fault."""
+def build_spec(params, environ, config_secret_env=None, config_token=None):
+    """An AgentSpec from module parameters; every ConfigError names the key at fault.
+
+    ``config_secret_env`` and ``config_token`` are what task_config_secrets read from ``qhub_config``.
+    """
     namespace = validate_namespace(params["namespace"], "namespace")
     image = validate_image(params["image"] or DEFAULT_IMAGE, "image")
     generation = params["generation"]
@@ -57,20 +64,23 @@ def build_spec(params, environ):
         raise ConfigError("overrides.secretEnvVars", "pass secret env vars in the no_log option secret_env, "
                           "so their values stay out of logs")
     job, dummy = parse_overrides(overrides, environ, path="overrides")
-    dummy, secret_env = parse_overrides({"secretEnvVars": params["secret_env"] or {}}, environ, path="secret_env")
-    secret_env = dict((name, value) for name, value in secret_env.items())
+    if config_secret_env is not None:
+        secret_env, secret_path = dict(config_secret_env), "prefect.overrides.secretEnvVars"
+    else:
+        dummy, secret_env = parse_overrides({"secretEnvVars": params["secret_env"] or {}}, environ, path="secret_env")
+        secret_path = "secret_env"
     for name in secret_env:
         if name in job.env:
-            raise ConfigError("secret_env.%s" % name, "shadows the plain variable overrides.envVars.%s" % name)
+            raise ConfigError("%s.%s" % (secret_path, name), "shadows the plain variable overrides.envVars.%s" % name)
     job.secret_env_names = sorted(secret_env)
     instance = params["instance"]
     if instance is not None:
         validate_label_value(instance, "instance")
     token = api_url = auth_string = None
     if params["state"] == "present":
-        # The one credential rule (module_utils/_qhub/credentials.py), as qhub_config_info and the other modules apply it.
+        # The one credential rule (_qhub/credentials.py), as qhub_config_info and the other modules apply it.
         credentials = resolve_credentials(generation, environ, api_url=params["api_url"], api_key=params["api_key"],
-                                          api_auth_string=params["api_auth_string"])
+                                          api_auth_string=params["api_auth_string"], config_token=config_token)
         token, api_url, auth_string = credentials.token, credentials.api_url, credentials.auth_string
         if generation != PREFECT1 and not api_url:
             raise ConfigError("api_url", "a Prefect 2/3 worker needs the API URL: set api_url or PREFECT_API_URL")
@@ -258,17 +268,26 @@ def argument_spec():
         wait=dict(type="bool", default=False),
         wait_timeout=dict(type="int", default=120),
         force=dict(type="bool", default=False),
+        qhub_config=dict(type="raw"),
     )
     spec.update(kube_auth_argument_spec())
     return spec
 
 
+MUTUALLY_EXCLUSIVE = [("qhub_config", "secret_env")]
+
+
 def run(module):
     params = module.params
     try:
-        spec = build_spec(params, os.environ)
+        config_secret_env, config_token = None, None
+        if params["state"] == "present" and params["qhub_config"] is not None:
+            config_secret_env, config_token = task_config_secrets(module, os.environ)
+        spec = build_spec(params, os.environ, config_secret_env, config_token)
     except ConfigError as exc:
         module.fail_json(msg=str(exc), key=exc.path)
+    # Whatever the source (an option, the config, the environment), no secret value may reach the output.
+    module.no_log_values.update(value for value in secret_data(spec).values() if value)
     client = kube_client(module)
     applier = Applier(client, check_mode=module.check_mode, force=params["force"])
     result = {"name": spec.name, "namespace": spec.namespace, "generation": spec.generation}
@@ -287,8 +306,8 @@ def run(module):
     except ConfigError as exc:
         module.fail_json(msg=str(exc), key=exc.path, objects=_summary(applier), **result)
     except KubeError as exc:
-        module.fail_json(msg=str(exc), objects=_summary(applier), api_requests=client.requests, **result)
-    result.update(changed=applier.changed, objects=_summary(applier), api_requests=client.requests)
+        module.fail_json(msg=str(exc), objects=_summary(applier), requests=client.requests, **result)
+    result.update(changed=applier.changed, objects=_summary(applier), requests=client.requests)
     result.update(notes)
     result["removed"] = [item for item in _summary(applier) if item["action"] == "deleted"]
     if params["state"] == "present":
