@@ -124,10 +124,11 @@ def run_on_controller(action, runner):
     try:
         params, no_log_values, message = validate(module_spec(runner), _as_module_gets_them(action._task.args),
                                                  action._task.action)
-        if message is not None:
-            return remove_values({"failed": True, "msg": message}, no_log_values)
         module = ControllerModule(params, bool(action._task.check_mode), bool(action._task.diff), no_log_values)
         try:
+            if message is not None:
+                # As AnsibleModule fails: with the invocation (what -vvv shows), secrets masked, booleans kept.
+                module.fail_json(msg=message)
             runner.run(module)
         except _ModuleExit as done:
             return done.result
