@@ -20,6 +20,9 @@ description:
   - C(playbooks/deploy.yml) runs it for every deployment of an inventory before anything is written, and tells
     deployments on the same cluster apart by the server URL.
   - Never contacts the API server, and never reads or returns the credentials in the kubeconfig.
+extends_documentation_fragment:
+  - qhub.prefect.attributes
+  - qhub.prefect.attributes.info_module
 options:
   kubeconfig:
     description:
@@ -37,18 +40,6 @@ options:
       - URL of the Kubernetes API server, which overrides the kubeconfig as it does in the other modules.
       - Can also be set with the environment variable E(K8S_AUTH_HOST).
     type: str
-attributes:
-  check_mode:
-    description: Can run in check mode and return the changed status a real run would report, without changing anything.
-    support: full
-    details: Reads only.
-  diff_mode:
-    description: Returns what has changed (or would change in check mode) with C(--diff).
-    support: none
-  idempotent:
-    description: Running it again with the same input reports no change and changes nothing.
-    support: full
-    details: Reads only.
 seealso:
   - module: qhub.prefect.prefect_agent_config
 '''

@@ -33,6 +33,7 @@ description:
     (RV(prefect_left_in_place), and a warning), never deleted.
   - The mapping of every override to both generations is in the notes, one override a row.
 extends_documentation_fragment:
+  - qhub.prefect.attributes
   - qhub.prefect.kube_auth
 options:
   name:
@@ -152,22 +153,15 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check mode and return the changed status a real run would report, without changing anything.
     support: full
     details: A server-side dry run of every write.
   diff_mode:
-    description: Returns what has changed (or would change in check mode) with C(--diff).
     support: full
     details: Before and after of every object that changes; Secret values are masked.
   idempotent:
-    description: Running it again with the same input reports no change and changes nothing.
     support: full
     details: A rerun with the same input writes nothing and reports no change.
 notes:
-  - On the controller (the local connection, no C(become), not C(async)) the action plugin runs this module's
-    code inside Ansible's worker process instead of launching the module, which saves about 0.45 s a task;
-    results, check mode, diff mode and C(no_log) masking are the same, and the Python is the one running Ansible
-    (C(ansible_python_interpreter) is not used there). Any other host launches the module.
   - "Override mapping, one row each: B(override) | B(Prefect 1 agent) | B(Prefect 2/3 worker)."
   - "C(JOB_CPU_REQUEST), C(JOB_CPU_LIMIT), C(JOB_MEM_REQUEST), C(JOB_MEM_LIMIT) and their nested form
     C(prefect_agent.job.resources.{request,requests,limit,limits}.{cpu,memory})

@@ -21,6 +21,7 @@ description:
   - A new project is created in O(tenant_id), or else in the API key's tenant (Prefect Cloud 1, C(auth_info)),
     or else in the server's first tenant (Prefect Server 1, C(tenant)).
 extends_documentation_fragment:
+  - qhub.prefect.attributes
   - qhub.prefect.prefect_api
 options:
   name:
@@ -56,16 +57,12 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only, and reports the change a real run would make.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after of the project's name and description.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
     details: A rerun with the same input sends no write and reports no change.
 seealso:

@@ -24,6 +24,7 @@ description:
     O(base_job_template) keeps whatever template it has.
   - Pool names starting with C(prefect) (any case) are reserved by Prefect and refused before any request.
 extends_documentation_fragment:
+  - qhub.prefect.attributes
   - qhub.prefect.prefect_api
 options:
   name:
@@ -103,23 +104,14 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only, and reports the change a real run would make.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after of the pool's fields, its base job template and its queue names.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
     details: A rerun with the same input sends no write and reports no change.
-notes:
-  - On the controller (the local connection, no C(become), not C(async)) the action plugin runs this module's
-    code inside Ansible's worker process instead of launching the module, which saves about 0.45 s a task;
-    results, check mode, diff mode and C(no_log) masking are the same, and the Python is the one running Ansible
-    (C(ansible_python_interpreter) is not used there). Any other host launches the module.
 seealso:
   - module: qhub.prefect.prefect_agent_config
   - module: qhub.prefect.prefect_worker_status

@@ -20,6 +20,7 @@ description:
     key keeps running and looks healthy to Kubernetes; this proves it reached the Prefect API.
   - Never changes anything.
 extends_documentation_fragment:
+  - qhub.prefect.attributes
   - qhub.prefect.prefect_api
 options:
   work_pool:
@@ -53,15 +54,11 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only, so it runs (and waits) the same in check mode.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
     details: Never changes anything.
 seealso:

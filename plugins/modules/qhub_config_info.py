@@ -19,6 +19,9 @@ description:
     environment are the controller's.
   - Fails with the key path and what is wrong, before anything talks to a server.
   - "Returns no secret value: secret env vars by name only, the token by where it came from."
+extends_documentation_fragment:
+  - qhub.prefect.attributes
+  - qhub.prefect.attributes.info_module
 options:
   path:
     description: Path of the QHub config file. Exactly one of O(path) and O(config) is required.
@@ -52,18 +55,6 @@ options:
         is keyed on. Defaults to the config's C(project_name), else its C(namespace).
       - Must be a valid Kubernetes label value.
     type: str
-attributes:
-  check_mode:
-    description: Can run in check mode and return the changed status a real run would report, without changing anything.
-    support: full
-    details: Reads only.
-  diff_mode:
-    description: Returns what has changed (or would change in check mode) with C(--diff).
-    support: none
-  idempotent:
-    description: Running it again with the same input reports no change and changes nothing.
-    support: full
-    details: Reads only.
 '''
 
 EXAMPLES = r'''
