@@ -122,8 +122,8 @@ def run_on_controller(action, runner):
     # one task, and the environment is put back afterwards all the same.
     os.environ.update(added)
     try:
-        params, no_log_values, message = validate(module_spec(runner), _as_module_gets_them(action._task.args),
-                                                 action._task.action)
+        args = _as_module_gets_them(action._task.args)
+        params, no_log_values, message = validate(module_spec(runner), args, action._task.action)
         module = ControllerModule(params, bool(action._task.check_mode), bool(action._task.diff), no_log_values)
         try:
             if message is not None:

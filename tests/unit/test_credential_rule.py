@@ -119,10 +119,9 @@ def run_role(generation, environ, role_url, config_token):
     params, no_log_values, error = validate(module_spec(qhub_config_info), info_args, "qhub_config_info")
     assert error is None, error
     with mock.patch.dict(os.environ, environ, clear=True):
-        try:
+        with pytest.raises(_ModuleExit) as done:
             qhub_config_info.run(ControllerModule(params, False, False, no_log_values))
-        except _ModuleExit as done:
-            settings = done.result
+    settings = done.value.result
     if settings.get("failed"):
         return settings["key"], []
     variables["qhub_prefect_settings"] = settings
