@@ -184,7 +184,6 @@ class JobSettings:
         for field in self.FIELDS:
             setattr(self, field, values.get(field))
         self.env = values.get("env") or {}
-        self.secret_env_names = values.get("secret_env_names") or []
 
     def resources(self):
         """The Kubernetes ``resources`` mapping for a flow-run container (empty when unset)."""
@@ -203,7 +202,6 @@ class JobSettings:
     def as_dict(self):
         out = dict((field, getattr(self, field)) for field in self.FIELDS)
         out["env"] = dict(self.env)
-        out["secret_env_names"] = list(self.secret_env_names)
         return out
 
 
@@ -355,7 +353,7 @@ def parse_overrides(overrides, environ, path="prefect.overrides"):
         raise ConfigError(path + ".secretEnvVars", "the values add up to more than a Kubernetes Secret holds")
     values = dict((field, value) for field, (_path, value) in found.items())
     _check_request_within_limit(values, found)
-    settings = JobSettings(env=env, secret_env_names=sorted(secret_env), **values)
+    settings = JobSettings(env=env, **values)
     return settings, secret_env
 
 

@@ -17,6 +17,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
     FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, OWNER_LABEL, digest,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import PREFECT1, image_version
+from ansible_collections.qhub.prefect.plugins.module_utils._render.flow_run import FlowRun, literal_job, secret_env_ref
 
 SECRET_DIGEST_ANNOTATION = "qhub.prefect/secret-digest"
 # What this deployment uses on the Prefect side, so a later run can report what it no longer describes.
@@ -172,42 +173,23 @@ def render_role_binding(spec):
     return binding
 
 
-def _secret_ref(spec, name, key=None):
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": spec.secret_name, "key": key or name}}}
+def _secret_ref(spec, name):
+    return secret_env_ref(spec.secret_name, name)
 
 
 def _plain(name, value):
     return {"name": name, "value": value}
 
 
-def flow_run_env(spec):
-    """Env of the flow-run container: plain values as is, secrets only as references."""
-    env = [_plain(name, value) for name, value in sorted(spec.job.env.items())]
-    env += [_secret_ref(spec, name) for name in sorted(spec.secret_env)]
-    return env
+def flow_run(spec):
+    """What the agent's flow-run pods get: the same builder as the Prefect 2/3 work pool's template."""
+    return FlowRun(spec.job, sorted(spec.secret_env), secret_name=spec.secret_name,
+                   service_account=spec.job_service_account)
 
 
 def prefect1_job_template(spec):
-    """The Job template the Prefect 1 agent merges into every flow-run Job.
-
-    Prefect 1.x agents ignore the JOB_* env vars (0.x read them), and QHub's chart never
-    read ``prefect_agent.job`` at all: the template carries the overrides on every version.
-    """
-    container = {"name": "flow"}
-    resources = spec.job.resources()
-    if resources:
-        container["resources"] = resources
-    if spec.job.image_pull_policy:
-        container["imagePullPolicy"] = spec.job.image_pull_policy
-    env = flow_run_env(spec)
-    if env:
-        container["env"] = env
-    pod_spec = {"containers": [container]}
-    if spec.job.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": name} for name in spec.job.image_pull_secrets]
-    if spec.job_service_account:
-        pod_spec["serviceAccountName"] = spec.job_service_account
-    return {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": pod_spec}}}
+    """The Job template the Prefect 1 agent merges into every flow-run Job."""
+    return literal_job(flow_run(spec))
 
 
 def render_job_template(spec):

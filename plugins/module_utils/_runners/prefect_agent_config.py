@@ -72,7 +72,6 @@ def build_spec(params, environ, config_secret_env=None, config_token=None):
     for name in secret_env:
         if name in job.env:
             raise ConfigError("%s.%s" % (secret_path, name), "shadows the plain variable overrides.envVars.%s" % name)
-    job.secret_env_names = sorted(secret_env)
     instance = params["instance"]
     if instance is not None:
         validate_label_value(instance, "instance")
