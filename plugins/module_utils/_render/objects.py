@@ -267,9 +267,9 @@ def worker_env(spec):
     return env
 
 
-def agent_args(spec):
-    return ["prefect", "agent", "kubernetes", "start",
-            "--job-template", "%s/%s" % (JOB_TEMPLATE_DIR, JOB_TEMPLATE_FILE)]
+# The same for every agent: what differs between agents is in the env and the mounted job template.
+AGENT_ARGS = ("prefect", "agent", "kubernetes", "start",
+              "--job-template", "%s/%s" % (JOB_TEMPLATE_DIR, JOB_TEMPLATE_FILE))
 
 
 def worker_args(spec):
@@ -318,7 +318,7 @@ def render_deployment(spec):
     deployment["metadata"]["annotations"] = {PREFECT_OBJECTS_ANNOTATION: json.dumps(prefect_objects(spec),
                                                                                     sort_keys=True)}
     if spec.is_agent:
-        container["args"] = agent_args(spec)
+        container["args"] = list(AGENT_ARGS)
         # The agent's own health server (PREFECT__CLOUD__AGENT__AGENT_ADDRESS), up once it has reached the API.
         container.update(probes("/api/health"))
         container["volumeMounts"].append({"name": "job-template", "mountPath": JOB_TEMPLATE_DIR, "readOnly": True})
