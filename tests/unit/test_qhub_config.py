@@ -5,7 +5,8 @@ import pytest
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.quantity import quantity_value
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import load_yaml_strict, parse_qhub_config
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    ConfigError, DEFAULT_IMAGE, PREFECT1, PREFECT3, generation_of_image, parse_overrides,
+    ConfigError, DEFAULT_IMAGE, PREFECT1, PREFECT3, generation_of_image, parse_overrides, validate_namespace,
+    validate_object_name,
 )
 
 TOKEN_ENV = {"QHUB_SECRET_PREFECT_TOKEN": "token-from-env"}
@@ -237,3 +238,13 @@ def test_duplicate_keys_and_syntax_errors_give_the_line():
         load_yaml_strict, "prefect:\n  enabled: true\n  enabled: false\n", "q.yml"))
     message = str(error_of(load_yaml_strict, "prefect:\n  enabled: [true\n", "q.yml"))
     assert "line 3, column 1: not valid YAML" in message
+
+
+@pytest.mark.parametrize("value", ["Team_B", "x" * 64, 7, "-team"])
+def test_an_object_name_and_a_namespace_are_refused_each_as_what_it_is(value):
+    name_error = error_of(validate_object_name, value, "name")
+    assert name_error.path == "name" and "is not a valid name for the agent's or worker's objects" in name_error.message
+    assert "namespace" not in name_error.message
+    namespace_error = error_of(validate_namespace, value, "namespace")
+    assert "is not a valid Kubernetes namespace" in namespace_error.message
+    assert validate_object_name("team-b") == validate_namespace("team-b") == "team-b"

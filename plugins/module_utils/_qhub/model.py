@@ -372,6 +372,15 @@ def validate_namespace(value, path="namespace"):
     return value
 
 
+def validate_object_name(value, path="name"):
+    """The name of the objects an agent or worker owns. A DNS label, not just any object name (a DNS
+    subdomain): it is also their app.kubernetes.io/instance label value, at most 63 characters."""
+    if not isinstance(value, str) or len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ConfigError(path, "%s is not a valid name for the agent's or worker's objects (a DNS label: "
+                          "lower-case letters, digits and '-', at most 63 characters)" % _short(value))
+    return value
+
+
 def validate_image(value, path="prefect.image"):
     if not isinstance(value, str) or not value or len(value) > 512 or not _IMAGE.match(value):
         raise ConfigError(path, "%s is not a container image reference" % _short(value))
