@@ -19,6 +19,11 @@ def config(**prefect):
     return {"namespace": "dev", "prefect": dict({"enabled": True}, **prefect)}
 
 
+def resources(job):
+    return dict((field, getattr(job, field))
+                for field in ("cpu_request", "memory_request", "cpu_limit", "memory_limit"))
+
+
 def error_of(call, *args, **kwargs):
     with pytest.raises(ConfigError) as caught:
         call(*args, **kwargs)
@@ -30,8 +35,8 @@ def test_flat_and_nested_resources_land_in_the_same_fields():
                                    "JOB_MEM_REQUEST": "2Gi"}, {})
     nested, dummy = parse_overrides({"prefect_agent": {"job": {"resources": {
         "limit": {"cpu": 4, "memory": "8Gi"}, "requests": {"cpu": 1, "memory": "2Gi"}}}}}, {})
-    assert flat.resources() == nested.resources() == {
-        "requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+    assert resources(flat) == resources(nested) == {"cpu_request": "1", "memory_request": "2Gi", "cpu_limit": "4",
+                                                    "memory_limit": "8Gi"}
 
 
 def test_the_same_field_set_two_ways_with_different_values_fails_naming_both():
@@ -200,7 +205,7 @@ def test_qhub_chart_form_under_prefect_agent():
         "prefectLabels": "['dev', 'gpu']"}}
     job, _secret = parse_overrides(chart_form, {})
     assert (job.image_pull_secrets, job.image_pull_policy, job.labels) == (["regcred"], "Always", ["dev", "gpu"])
-    assert job.resources() == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+    assert resources(job) == {"cpu_request": "500m", "memory_request": "1Gi", "cpu_limit": "2", "memory_limit": "4Gi"}
 
 
 def test_flat_and_nested_agree_by_value_and_disagree_naming_both_paths():

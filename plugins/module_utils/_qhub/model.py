@@ -185,20 +185,6 @@ class JobSettings:
             setattr(self, field, values.get(field))
         self.env = values.get("env") or {}
 
-    def resources(self):
-        """The Kubernetes ``resources`` mapping for a flow-run container (empty when unset)."""
-        out = {}
-        for kind, cpu, memory in (("requests", self.cpu_request, self.memory_request),
-                                  ("limits", self.cpu_limit, self.memory_limit)):
-            part = {}
-            if cpu:
-                part["cpu"] = cpu
-            if memory:
-                part["memory"] = memory
-            if part:
-                out[kind] = part
-        return out
-
     def as_dict(self):
         out = dict((field, getattr(self, field)) for field in self.FIELDS)
         out["env"] = dict(self.env)
