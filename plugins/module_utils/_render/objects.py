@@ -215,6 +215,11 @@ def key_reaches_flow_runs_as_text(spec):
     return version is not None and version < MIN_KEY_BY_REFERENCE_VERSION
 
 
+AGENT_0X_ENV = (("JOB_MEM_REQUEST", "memory_request"), ("JOB_MEM_LIMIT", "memory_limit"),
+                ("JOB_CPU_REQUEST", "cpu_request"), ("JOB_CPU_LIMIT", "cpu_limit"),
+                ("IMAGE_PULL_POLICY", "image_pull_policy"), ("SERVICE_ACCOUNT_NAME", "service_account_name"))
+
+
 def agent_env(spec):
     job = spec.job
     api_url = spec.api_url or PREFECT_CLOUD1_API
@@ -226,16 +231,13 @@ def agent_env(spec):
     ]
     if job.labels:
         env.append(_plain("PREFECT__CLOUD__AGENT__LABELS", json.dumps(job.labels)))
-    if job.image_pull_secrets:
-        env.append(_plain("IMAGE_PULL_SECRETS", ",".join(job.image_pull_secrets)))
+    pod = flow_run(spec)
+    if pod.image_pull_secrets:
+        env.append(_plain("IMAGE_PULL_SECRETS", ",".join(item["name"] for item in pod.image_pull_secrets)))
     # 0.x agents read these; 1.x takes the same values from the job template.
-    for name, value in (("JOB_MEM_REQUEST", job.memory_request), ("JOB_MEM_LIMIT", job.memory_limit),
-                        ("JOB_CPU_REQUEST", job.cpu_request), ("JOB_CPU_LIMIT", job.cpu_limit),
-                        ("IMAGE_PULL_POLICY", job.image_pull_policy)):
-        if value:
-            env.append(_plain(name, value))
-    if spec.job_service_account:
-        env.append(_plain("SERVICE_ACCOUNT_NAME", spec.job_service_account))
+    for name, variable in AGENT_0X_ENV:
+        if pod.values[variable]:
+            env.append(_plain(name, pod.values[variable]))
     if spec.token:
         env += [_secret_ref(spec, key) for key in token_keys(spec)]
     return env
