@@ -37,7 +37,6 @@ class KubeError(Exception):
         self.body = body or {}
 
 
-
 class KubeClient:
     """Authenticated JSON requests to one API server; counts requests for the benchmarks."""
 
@@ -150,5 +149,3 @@ def _client_credentials(path, context):
     return Credentials(configuration.host, authorization=authorization, ca_file=configuration.ssl_ca_cert,
                        cert_file=configuration.cert_file, key_file=configuration.key_file,
                        verify=configuration.verify_ssl, proxy=configuration.proxy)
-
-

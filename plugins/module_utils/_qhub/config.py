@@ -169,5 +169,3 @@ def load_yaml_strict(text, source="qhub-config.yml"):
         mark = getattr(exc, "problem_mark", None)
         where = "line %d, column %d: " % (mark.line + 1, mark.column + 1) if mark else ""
         raise ConfigError(source, "%snot valid YAML (%s)" % (where, getattr(exc, "problem", None) or exc))
-
-

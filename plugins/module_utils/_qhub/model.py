@@ -379,5 +379,3 @@ def validate_label_value(value, path):
         raise ConfigError(path, "%s is not a valid Kubernetes label value (at most 63 letters, digits, '-', '_' "
                           "and '.', starting and ending with a letter or digit)" % _short(value))
     return value
-
-
