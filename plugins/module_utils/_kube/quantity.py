@@ -20,8 +20,6 @@ _SUFFIX_FACTOR = {
 }
 
 
-
-
 def quantity_value(text):
     """The numeric value of a Kubernetes quantity string, or None if it is not one."""
     match = _QUANTITY.match(text) if isinstance(text, str) else None
@@ -35,5 +33,3 @@ def quantity_value(text):
         return number * _SUFFIX_FACTOR[suffix]
     except (InvalidOperation, KeyError, OverflowError):
         return None
-
-

@@ -82,4 +82,3 @@ def kube_target(kubeconfig=None, context=None, host=None, environ=None):
                               % (name, shown, cluster_name, problem))
     return {"server": str(cluster["server"]).rstrip("/"), "context": name, "cluster": cluster_name,
             "namespace": contexts[name].get("namespace"), "kubeconfig": shown}
-
