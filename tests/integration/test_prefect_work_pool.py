@@ -78,13 +78,14 @@ def pool_args(api_url, name, **extra):
 def expected_template(overrides, api_url, secret_env_names=("DATABASE_PASSWORD",)):
     """The server's own default kubernetes template with the overrides, marked with the input's digest."""
     job, dummy = parse_overrides(overrides, {}, path="overrides")
-    job.secret_env_names = list(secret_env_names)
-    shipped = build_base_job_template(job, "dev", "prefect-worker", secret_name="prefect-worker")
+    shipped = build_base_job_template(job, "dev", "prefect-worker", secret_env_names=secret_env_names,
+                                      secret_name="prefect-worker")
     request = urllib.request.Request(api_url + "/collections/views/aggregate-worker-metadata")
     with urllib.request.urlopen(request, timeout=30) as response:
         base = server_default_template(json.loads(response.read()))
     assert base is not None, "the test bed's server serves no kubernetes default template"
-    template = build_base_job_template(job, "dev", "prefect-worker", secret_name="prefect-worker", base=base)
+    template = build_base_job_template(job, "dev", "prefect-worker", secret_env_names=secret_env_names,
+                                       secret_name="prefect-worker", base=base)
     template["variables"]["$comment"] = input_mark(shipped)
     return template
 

@@ -5,7 +5,8 @@ import pytest
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.quantity import quantity_value
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import load_yaml_strict, parse_qhub_config
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    ConfigError, DEFAULT_IMAGE, PREFECT1, PREFECT3, generation_of_image, parse_overrides,
+    ConfigError, DEFAULT_IMAGE, PREFECT1, PREFECT3, generation_of_image, parse_overrides, validate_namespace,
+    validate_object_name,
 )
 
 TOKEN_ENV = {"QHUB_SECRET_PREFECT_TOKEN": "token-from-env"}
@@ -16,6 +17,11 @@ QHUB_IMAGE = "prefecthq/prefect:0.14.22-python3.8"
 
 def config(**prefect):
     return {"namespace": "dev", "prefect": dict({"enabled": True}, **prefect)}
+
+
+def resources(job):
+    return dict((field, getattr(job, field))
+                for field in ("cpu_request", "memory_request", "cpu_limit", "memory_limit"))
 
 
 def error_of(call, *args, **kwargs):
@@ -29,8 +35,8 @@ def test_flat_and_nested_resources_land_in_the_same_fields():
                                    "JOB_MEM_REQUEST": "2Gi"}, {})
     nested, dummy = parse_overrides({"prefect_agent": {"job": {"resources": {
         "limit": {"cpu": 4, "memory": "8Gi"}, "requests": {"cpu": 1, "memory": "2Gi"}}}}}, {})
-    assert flat.resources() == nested.resources() == {
-        "requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+    assert resources(flat) == resources(nested) == {"cpu_request": "1", "memory_request": "2Gi", "cpu_limit": "4",
+                                                    "memory_limit": "8Gi"}
 
 
 def test_the_same_field_set_two_ways_with_different_values_fails_naming_both():
@@ -199,7 +205,7 @@ def test_qhub_chart_form_under_prefect_agent():
         "prefectLabels": "['dev', 'gpu']"}}
     job, _secret = parse_overrides(chart_form, {})
     assert (job.image_pull_secrets, job.image_pull_policy, job.labels) == (["regcred"], "Always", ["dev", "gpu"])
-    assert job.resources() == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+    assert resources(job) == {"cpu_request": "500m", "memory_request": "1Gi", "cpu_limit": "2", "memory_limit": "4Gi"}
 
 
 def test_flat_and_nested_agree_by_value_and_disagree_naming_both_paths():
@@ -237,3 +243,13 @@ def test_duplicate_keys_and_syntax_errors_give_the_line():
         load_yaml_strict, "prefect:\n  enabled: true\n  enabled: false\n", "q.yml"))
     message = str(error_of(load_yaml_strict, "prefect:\n  enabled: [true\n", "q.yml"))
     assert "line 3, column 1: not valid YAML" in message
+
+
+@pytest.mark.parametrize("value", ["Team_B", "x" * 64, 7, "-team"])
+def test_an_object_name_and_a_namespace_are_refused_each_as_what_it_is(value):
+    name_error = error_of(validate_object_name, value, "name")
+    assert name_error.path == "name" and "is not a valid name for the agent's or worker's objects" in name_error.message
+    assert "namespace" not in name_error.message
+    namespace_error = error_of(validate_namespace, value, "namespace")
+    assert "is not a valid Kubernetes namespace" in namespace_error.message
+    assert validate_object_name("team-b") == validate_namespace("team-b") == "team-b"

@@ -20,7 +20,6 @@ SECRETS = {"DATABASE_PASSWORD": "canary-db", "S3_KEY": "canary-s3"}
 
 def spec(generation, **extra):
     job, dummy = parse_overrides(OVERRIDES, {})
-    job.secret_env_names = sorted(SECRETS)
     values = dict(name="prefect-x", namespace="dev", generation=generation, job=job,
                   image=("prefecthq/prefect:0.15.13" if generation == PREFECT1
                          else "prefecthq/prefect:3-python3.11-kubernetes"),

@@ -168,8 +168,8 @@ def test_unset_settings_keep_the_defaults_of_prefect_kubernetes():
 
 def test_secret_env_vars_are_secret_key_refs_and_never_values():
     job = job_from({"envVars": {"ENVIRONMENT": "dev"}})
-    job.secret_env_names = ["S3_SECRET", "DATABASE_PASSWORD"]
-    template = build_base_job_template(job, "dev", "prefect", secret_name="prefect-worker")
+    template = build_base_job_template(job, "dev", "prefect", secret_env_names=["S3_SECRET", "DATABASE_PASSWORD"],
+                                       secret_name="prefect-worker")
     assert container(template)["env"] == [
         {"name": "DATABASE_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "prefect-worker",
                                                                      "key": "DATABASE_PASSWORD"}}},
@@ -181,9 +181,8 @@ def test_secret_env_vars_are_secret_key_refs_and_never_values():
 
 def test_secret_env_vars_need_the_secret_name():
     job = job_from({})
-    job.secret_env_names = ["DATABASE_PASSWORD"]
     with pytest.raises(ValueError, match="secret_name"):
-        build_base_job_template(job, "dev", "prefect")
+        build_base_job_template(job, "dev", "prefect", secret_env_names=["DATABASE_PASSWORD"])
 
 
 def test_image_pull_secrets_go_into_the_pod_spec():
@@ -195,8 +194,7 @@ def test_image_pull_secrets_go_into_the_pod_spec():
 def test_building_leaves_the_shipped_default_untouched():
     before = copy.deepcopy(DEFAULT_BASE_JOB_TEMPLATE)
     job = job_from(QHUB_OVERRIDES)
-    job.secret_env_names = ["X"]
-    build_base_job_template(job, "dev", "prefect", secret_name="s", image="i:1")
+    build_base_job_template(job, "dev", "prefect", secret_env_names=["X"], secret_name="s", image="i:1")
     assert DEFAULT_BASE_JOB_TEMPLATE == before
 
 

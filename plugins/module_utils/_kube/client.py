@@ -53,7 +53,6 @@ class KubeClient:
             credentials.verify = validate_certs
         self.credentials = credentials
         self.host = credentials.host.rstrip("/")
-        self.timeout = timeout
         self.requests = 0
         pool_args = {"maxsize": 4, "timeout": urllib3.Timeout(connect=10, read=timeout), "retries": False}
         if self.host.startswith("https:"):

@@ -127,7 +127,6 @@ class PrefectHttpClient:
         self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
         self.requests = 0
-        self.retried = 0
         self._sleep = sleep or time.sleep
         self._open = opener or open_url
         self._has_credentials = bool(api_key or auth_string)
@@ -219,7 +218,6 @@ class PrefectHttpClient:
                     public_url(url), last_problem, attempt + 1, "attempt" if attempt == 0 else "attempts"))
             self._sleep(self._delay(attempt, retry_after))
             attempt += 1
-            self.retried += 1
 
     def _parse(self, url, status, raw, headers):
         if status == 204 or not raw or not raw.strip():

@@ -21,7 +21,6 @@ from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import 
 # The fields PATCH /work_pools/{name} accepts; name and type are fixed at creation.
 POOL_UPDATE_FIELDS = ("description", "is_paused", "base_job_template", "concurrency_limit")
 POOL_VIEW_FIELDS = ("name", "type", "description", "is_paused", "concurrency_limit", "base_job_template")
-QUEUE_UPDATE_FIELDS = ("description", "is_paused", "concurrency_limit", "priority")
 RESERVED_PREFIX = "prefect"
 
 
@@ -113,17 +112,6 @@ class Prefect3Client:
         if status == 409:
             return self.read_work_queue(pool, name)
         return self._expect(created, "object", path, ("name",))
-
-    def update_work_queue(self, pool, name, changes):
-        unknown = set(changes) - set(QUEUE_UPDATE_FIELDS)
-        if unknown:
-            raise ValueError("cannot update %s of a work queue" % ", ".join(sorted(unknown)))
-        self.http.request("PATCH", self._pool_path(pool, "queues", quote_segment(name)), changes)
-
-    def delete_work_queue(self, pool, name):
-        status, _body = self.http.request("DELETE", self._pool_path(pool, "queues", quote_segment(name)),
-                                          allow=(404,))
-        return status != 404
 
     # -- workers ------------------------------------------------------------------------------
     def list_workers(self, pool, statuses=None, timeout=None):

@@ -42,7 +42,8 @@ class PrefectConfig:
             "enabled": self.enabled,
             "image": self.image,
             "generation": self.generation,
-            "job": self.job.as_dict(),
+            # The secret env names beside the job settings as well, where this output has always had them.
+            "job": dict(self.job.as_dict(), secret_env_names=sorted(self.secret_env)),
             "secret_env_names": sorted(self.secret_env),
             "instance": self.instance,
         })

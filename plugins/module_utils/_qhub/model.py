@@ -184,26 +184,10 @@ class JobSettings:
         for field in self.FIELDS:
             setattr(self, field, values.get(field))
         self.env = values.get("env") or {}
-        self.secret_env_names = values.get("secret_env_names") or []
-
-    def resources(self):
-        """The Kubernetes ``resources`` mapping for a flow-run container (empty when unset)."""
-        out = {}
-        for kind, cpu, memory in (("requests", self.cpu_request, self.memory_request),
-                                  ("limits", self.cpu_limit, self.memory_limit)):
-            part = {}
-            if cpu:
-                part["cpu"] = cpu
-            if memory:
-                part["memory"] = memory
-            if part:
-                out[kind] = part
-        return out
 
     def as_dict(self):
         out = dict((field, getattr(self, field)) for field in self.FIELDS)
         out["env"] = dict(self.env)
-        out["secret_env_names"] = list(self.secret_env_names)
         return out
 
 
@@ -355,7 +339,7 @@ def parse_overrides(overrides, environ, path="prefect.overrides"):
         raise ConfigError(path + ".secretEnvVars", "the values add up to more than a Kubernetes Secret holds")
     values = dict((field, value) for field, (_path, value) in found.items())
     _check_request_within_limit(values, found)
-    settings = JobSettings(env=env, secret_env_names=sorted(secret_env), **values)
+    settings = JobSettings(env=env, **values)
     return settings, secret_env
 
 
@@ -371,6 +355,15 @@ def validate_namespace(value, path="namespace"):
     if not isinstance(value, str) or len(value) > 63 or not _DNS_LABEL.match(value):
         raise ConfigError(path, "%s is not a valid Kubernetes namespace (a DNS label: lower-case letters, "
                           "digits and '-', at most 63 characters)" % _short(value))
+    return value
+
+
+def validate_object_name(value, path="name"):
+    """The name of the objects an agent or worker owns. A DNS label, not just any object name (a DNS
+    subdomain): it is also their app.kubernetes.io/instance label value, at most 63 characters."""
+    if not isinstance(value, str) or len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ConfigError(path, "%s is not a valid name for the agent's or worker's objects (a DNS label: "
+                          "lower-case letters, digits and '-', at most 63 characters)" % _short(value))
     return value
 
 

@@ -17,6 +17,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
     FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, OWNER_LABEL, digest,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import PREFECT1, image_version
+from ansible_collections.qhub.prefect.plugins.module_utils._render.flow_run import FlowRun, literal_job, secret_env_ref
 
 SECRET_DIGEST_ANNOTATION = "qhub.prefect/secret-digest"
 # What this deployment uses on the Prefect side, so a later run can report what it no longer describes.
@@ -172,42 +173,23 @@ def render_role_binding(spec):
     return binding
 
 
-def _secret_ref(spec, name, key=None):
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": spec.secret_name, "key": key or name}}}
+def _secret_ref(spec, name):
+    return secret_env_ref(spec.secret_name, name)
 
 
 def _plain(name, value):
     return {"name": name, "value": value}
 
 
-def flow_run_env(spec):
-    """Env of the flow-run container: plain values as is, secrets only as references."""
-    env = [_plain(name, value) for name, value in sorted(spec.job.env.items())]
-    env += [_secret_ref(spec, name) for name in sorted(spec.secret_env)]
-    return env
+def flow_run(spec):
+    """What the agent's flow-run pods get: the same builder as the Prefect 2/3 work pool's template."""
+    return FlowRun(spec.job, sorted(spec.secret_env), secret_name=spec.secret_name,
+                   service_account=spec.job_service_account)
 
 
 def prefect1_job_template(spec):
-    """The Job template the Prefect 1 agent merges into every flow-run Job.
-
-    Prefect 1.x agents ignore the JOB_* env vars (0.x read them), and QHub's chart never
-    read ``prefect_agent.job`` at all: the template carries the overrides on every version.
-    """
-    container = {"name": "flow"}
-    resources = spec.job.resources()
-    if resources:
-        container["resources"] = resources
-    if spec.job.image_pull_policy:
-        container["imagePullPolicy"] = spec.job.image_pull_policy
-    env = flow_run_env(spec)
-    if env:
-        container["env"] = env
-    pod_spec = {"containers": [container]}
-    if spec.job.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": name} for name in spec.job.image_pull_secrets]
-    if spec.job_service_account:
-        pod_spec["serviceAccountName"] = spec.job_service_account
-    return {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {"spec": pod_spec}}}
+    """The Job template the Prefect 1 agent merges into every flow-run Job."""
+    return literal_job(flow_run(spec))
 
 
 def render_job_template(spec):
@@ -233,6 +215,11 @@ def key_reaches_flow_runs_as_text(spec):
     return version is not None and version < MIN_KEY_BY_REFERENCE_VERSION
 
 
+AGENT_0X_ENV = (("JOB_MEM_REQUEST", "memory_request"), ("JOB_MEM_LIMIT", "memory_limit"),
+                ("JOB_CPU_REQUEST", "cpu_request"), ("JOB_CPU_LIMIT", "cpu_limit"),
+                ("IMAGE_PULL_POLICY", "image_pull_policy"), ("SERVICE_ACCOUNT_NAME", "service_account_name"))
+
+
 def agent_env(spec):
     job = spec.job
     api_url = spec.api_url or PREFECT_CLOUD1_API
@@ -244,16 +231,13 @@ def agent_env(spec):
     ]
     if job.labels:
         env.append(_plain("PREFECT__CLOUD__AGENT__LABELS", json.dumps(job.labels)))
-    if job.image_pull_secrets:
-        env.append(_plain("IMAGE_PULL_SECRETS", ",".join(job.image_pull_secrets)))
+    pod = flow_run(spec)
+    if pod.image_pull_secrets:
+        env.append(_plain("IMAGE_PULL_SECRETS", ",".join(item["name"] for item in pod.image_pull_secrets)))
     # 0.x agents read these; 1.x takes the same values from the job template.
-    for name, value in (("JOB_MEM_REQUEST", job.memory_request), ("JOB_MEM_LIMIT", job.memory_limit),
-                        ("JOB_CPU_REQUEST", job.cpu_request), ("JOB_CPU_LIMIT", job.cpu_limit),
-                        ("IMAGE_PULL_POLICY", job.image_pull_policy)):
-        if value:
-            env.append(_plain(name, value))
-    if spec.job_service_account:
-        env.append(_plain("SERVICE_ACCOUNT_NAME", spec.job_service_account))
+    for name, variable in AGENT_0X_ENV:
+        if pod.values[variable]:
+            env.append(_plain(name, pod.values[variable]))
     if spec.token:
         env += [_secret_ref(spec, key) for key in token_keys(spec)]
     return env
@@ -285,9 +269,9 @@ def worker_env(spec):
     return env
 
 
-def agent_args(spec):
-    return ["prefect", "agent", "kubernetes", "start",
-            "--job-template", "%s/%s" % (JOB_TEMPLATE_DIR, JOB_TEMPLATE_FILE)]
+# The same for every agent: what differs between agents is in the env and the mounted job template.
+AGENT_ARGS = ("prefect", "agent", "kubernetes", "start",
+              "--job-template", "%s/%s" % (JOB_TEMPLATE_DIR, JOB_TEMPLATE_FILE))
 
 
 def worker_args(spec):
@@ -336,7 +320,7 @@ def render_deployment(spec):
     deployment["metadata"]["annotations"] = {PREFECT_OBJECTS_ANNOTATION: json.dumps(prefect_objects(spec),
                                                                                     sort_keys=True)}
     if spec.is_agent:
-        container["args"] = agent_args(spec)
+        container["args"] = list(AGENT_ARGS)
         # The agent's own health server (PREFECT__CLOUD__AGENT__AGENT_ADDRESS), up once it has reached the API.
         container.update(probes("/api/health"))
         container["volumeMounts"].append({"name": "job-template", "mountPath": JOB_TEMPLATE_DIR, "readOnly": True})

@@ -21,7 +21,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._runners.options impo
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
     ConfigError, DEFAULT_IMAGE, PREFECT1, check_image_version, generation_of_image, parse_overrides, validate_image,
-    validate_label_value, validate_namespace,
+    validate_label_value, validate_namespace, validate_object_name,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import (
     AgentSpec, DIGEST_SALT_KEY, PREFECT_OBJECTS_ANNOTATION, key_reaches_flow_runs_as_text, needs_digest_salt,
@@ -72,7 +72,6 @@ def build_spec(params, environ, config_secret_env=None, config_token=None):
     for name in secret_env:
         if name in job.env:
             raise ConfigError("%s.%s" % (secret_path, name), "shadows the plain variable overrides.envVars.%s" % name)
-    job.secret_env_names = sorted(secret_env)
     instance = params["instance"]
     if instance is not None:
         validate_label_value(instance, "instance")
@@ -85,7 +84,7 @@ def build_spec(params, environ, config_secret_env=None, config_token=None):
         if generation != PREFECT1 and not api_url:
             raise ConfigError("api_url", "a Prefect 2/3 worker needs the API URL: set api_url or PREFECT_API_URL")
     name = params["name"] or ("prefect-agent" if generation == PREFECT1 else "prefect-worker")
-    validate_namespace(name, "name")
+    validate_object_name(name, "name")
     queues = job.labels if generation != PREFECT1 else []
     spec = AgentSpec(name=name, namespace=namespace, generation=generation, image=image, job=job,
                      secret_env=secret_env, token=token, api_url=api_url, auth_string=auth_string,

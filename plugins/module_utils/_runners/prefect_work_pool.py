@@ -61,9 +61,9 @@ def derived_template(params, base=None):
                           % params["service_account_name"])
     if params["job_image"] is not None:
         validate_image(params["job_image"], "job_image")
-    job.secret_env_names = sorted(set(names))
     return build_base_job_template(job, params["job_namespace"], params["service_account_name"],
-                                   secret_name=secret_name if names else None, image=params["job_image"], base=base)
+                                   secret_env_names=sorted(set(names)), secret_name=secret_name if names else None,
+                                   image=params["job_image"], base=base)
 
 
 def input_mark(shipped_template):
