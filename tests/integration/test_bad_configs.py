@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 from kubernetes import client as k8s
 
 from tests.ansible_cli import run_playbook
+from tests.cluster_objects import MANAGED as LABEL, labelled
 from tests.worker_process import prefect_api
 
 CORPUS = sorted((pathlib.Path(__file__).parents[1] / "data" / "bad-configs").glob("*.yml"))
-LABEL = "app.kubernetes.io/managed-by=qhub.prefect"
 
 
 def expectation(path):
@@ -27,16 +27,9 @@ def environment(path):
 
 def cluster_state(api_client):
     """Namespaces and every object this collection could have written, with resourceVersions."""
-    core, apps, rbac = k8s.CoreV1Api(api_client), k8s.AppsV1Api(api_client), k8s.RbacAuthorizationV1Api(api_client)
-    state = set(("Namespace", ns.metadata.name) for ns in core.list_namespace().items)
-    for kind, listing in (("ServiceAccount", core.list_service_account_for_all_namespaces),
-                          ("Secret", core.list_secret_for_all_namespaces),
-                          ("ConfigMap", core.list_config_map_for_all_namespaces),
-                          ("Role", rbac.list_role_for_all_namespaces),
-                          ("RoleBinding", rbac.list_role_binding_for_all_namespaces),
-                          ("Deployment", apps.list_deployment_for_all_namespaces)):
-        for item in listing(label_selector=LABEL).items:
-            state.add((kind, item.metadata.namespace, item.metadata.name, item.metadata.resource_version))
+    state = set(("Namespace", ns.metadata.name) for ns in k8s.CoreV1Api(api_client).list_namespace().items)
+    state.update((kind, item.metadata.namespace, item.metadata.name, item.metadata.resource_version)
+                 for kind, item in labelled(api_client, LABEL))
     return state
 
 

@@ -20,13 +20,13 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.ansible_cli import run_playbook
+from tests.cluster_objects import MANAGED, labelled
 from tests.testbed.prefect1_standin import Prefect1StandIn
 from tests.worker_process import free_port, mint_token, prefect_api, service_account_kubeconfig, wait_for
 
 PREFECT1_IMAGE = "prefecthq/prefect:0.14.22-python3.8"
 PREFECT3_IMAGE = "prefecthq/prefect:3-python3.11-kubernetes"
 STANDIN_KEY = "pnu_standin-" + uuid.uuid4().hex[:12]
-MANAGED = "app.kubernetes.io/managed-by=qhub.prefect"
 
 
 @pytest.fixture(scope="module")
@@ -57,34 +57,14 @@ def second_namespace(kube_admin):
 
 def owned(api_client, instance):
     """Every object carrying this collection's labels for ``instance``, in any namespace: {(kind, ns, name)}."""
-    core, rbac, apps = k8s.CoreV1Api(api_client), k8s.RbacAuthorizationV1Api(api_client), k8s.AppsV1Api(api_client)
     selector = "%s,qhub.prefect/instance=%s" % (MANAGED, instance)
-    found = set()
-    for kind, listing in (("ServiceAccount", core.list_service_account_for_all_namespaces),
-                          ("Secret", core.list_secret_for_all_namespaces),
-                          ("ConfigMap", core.list_config_map_for_all_namespaces),
-                          ("Role", rbac.list_role_for_all_namespaces),
-                          ("RoleBinding", rbac.list_role_binding_for_all_namespaces),
-                          ("Deployment", apps.list_deployment_for_all_namespaces)):
-        found.update((kind, item.metadata.namespace, item.metadata.name)
-                     for item in listing(label_selector=selector).items)
-    return found
+    return set((kind, item.metadata.namespace, item.metadata.name) for kind, item in labelled(api_client, selector))
 
 
 def managed_in(api_client, *namespaces):
     """This collection's objects in ``namespaces`` by its managed-by label alone: {(kind, ns, name)}."""
-    core, rbac, apps = k8s.CoreV1Api(api_client), k8s.RbacAuthorizationV1Api(api_client), k8s.AppsV1Api(api_client)
-    found = set()
-    for namespace in namespaces:
-        for kind, listing in (("ServiceAccount", core.list_namespaced_service_account),
-                              ("Secret", core.list_namespaced_secret),
-                              ("ConfigMap", core.list_namespaced_config_map),
-                              ("Role", rbac.list_namespaced_role),
-                              ("RoleBinding", rbac.list_namespaced_role_binding),
-                              ("Deployment", apps.list_namespaced_deployment)):
-            found.update((kind, namespace, item.metadata.name)
-                         for item in listing(namespace, label_selector=MANAGED).items)
-    return found
+    return set((kind, namespace, item.metadata.name)
+               for namespace in namespaces for kind, item in labelled(api_client, MANAGED, namespace))
 
 
 def deployments_in(api_client, *namespaces):
