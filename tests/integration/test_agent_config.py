@@ -55,7 +55,13 @@ def read_all(api_client, namespace, name="prefect-worker"):
 
 
 def versions(objects):
-    return dict((kind, obj.metadata.resource_version) for kind, obj in objects.items())
+    """What the collection wrote, per kind: a change to any object shows here, a controller's status update does not.
+
+    The resourceVersion, but for the Deployment its generation (every spec change bumps it) and its
+    labels and annotations: on a node its status moves on while the pod starts, which is no write of ours.
+    """
+    return dict((kind, (obj.metadata.generation, obj.metadata.labels, obj.metadata.annotations)
+                 if kind == "Deployment" else obj.metadata.resource_version) for kind, obj in objects.items())
 
 
 def env_by_name(container):
