@@ -107,6 +107,17 @@ def template_args(args, variables):
     return out
 
 
+def run_config_info(variables, environ):
+    """The role's first task, qhub_config_info, as the controller fast path runs it: its whole result."""
+    info_args = template_args(role_tasks()[0]["qhub.prefect.qhub_config_info"], variables)
+    params, no_log_values, error = validate(module_spec(qhub_config_info), info_args, "qhub_config_info")
+    assert error is None, error
+    with mock.patch.dict(os.environ, environ, clear=True):
+        with pytest.raises(_ModuleExit) as done:
+            qhub_config_info.run(ControllerModule(params, False, False, no_log_values))
+    return done.value.result
+
+
 def run_role(generation, environ, role_url, config_token):
     """What the role does: qhub_config_info, then each Prefect-talking task's credentials as its module sees them."""
     doc = {"project_name": "demo", "namespace": "dev", "prefect": {"enabled": True, "image": IMAGES[generation]}}
@@ -115,13 +126,7 @@ def run_role(generation, environ, role_url, config_token):
     variables = role_vars({"qhub_prefect_config": doc, "qhub_prefect_config_file": "",
                            "qhub_prefect_api_url": role_url or "", "qhub_prefect_kubeconfig": ""})
     tasks = role_tasks()
-    info_args = template_args(tasks[0]["qhub.prefect.qhub_config_info"], variables)
-    params, no_log_values, error = validate(module_spec(qhub_config_info), info_args, "qhub_config_info")
-    assert error is None, error
-    with mock.patch.dict(os.environ, environ, clear=True):
-        with pytest.raises(_ModuleExit) as done:
-            qhub_config_info.run(ControllerModule(params, False, False, no_log_values))
-    settings = done.value.result
+    settings = run_config_info(variables, environ)
     if settings.get("failed"):
         return settings["key"], []
     variables["qhub_prefect_settings"] = settings

@@ -8,23 +8,17 @@ read one out of the file, shows here; so does a module that no longer finds the 
 """
 
 import json
-import os
 import uuid
-from unittest import mock
 
 import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_agent_config
-from ansible_collections.qhub.prefect.plugins.module_utils._runners import qhub_config_info
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
     module_credentials, module_spec, task_config_secrets,
 )
-from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import (
-    ControllerModule, _ModuleExit, validate,
-)
-from tests.unit.test_credential_rule import FakeModule, role_tasks, role_vars, template_args
+from tests.unit.test_credential_rule import FakeModule, role_tasks, role_vars, run_config_info, template_args
 
 SELF_HOSTED = "http://prefect.dev:4200/api"
 
@@ -48,13 +42,7 @@ def config_with_secrets(tmp_path):
 
 
 def registered_settings(variables, environ):
-    args = template_args(role_tasks()[0]["qhub.prefect.qhub_config_info"], variables)
-    params, no_log_values, error = validate(module_spec(qhub_config_info), args, "qhub_config_info")
-    assert error is None, error
-    with mock.patch.dict(os.environ, environ, clear=True):
-        with pytest.raises(_ModuleExit) as done:
-            qhub_config_info.run(ControllerModule(params, False, False, no_log_values))
-    result = done.value.result
+    result = run_config_info(variables, environ)
     assert not result.get("failed"), result
     # What `register` keeps: the result without its invocation.
     return dict((key, value) for key, value in result.items() if key != "invocation")
