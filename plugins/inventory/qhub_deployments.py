@@ -120,10 +120,9 @@ from ansible.errors import AnsibleParserError
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import (
-    _AnyVariable, load_yaml_strict, parse_qhub_config,
-)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import _AnyVariable, parse_qhub_config
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import read_qhub_config_file
 
 ENTRY_KEYS = ("config", "name", "kubeconfig", "context", "prefect_api_url", "prefect_token_env", "vars")
 SETTING_VARS = (("kubeconfig", "qhub_prefect_kubeconfig"), ("context", "qhub_prefect_kube_context"),
@@ -234,13 +233,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         record = {"where": entry["where"], "file": path, "name": entry.get("name")}
         fallback = os.path.basename(os.path.dirname(path))
         try:
-            with open(path, "rb") as handle:
-                text = handle.read().decode("utf-8")
+            dummy, doc = read_qhub_config_file(path)
         except (IOError, OSError, UnicodeDecodeError) as exc:
             record.update(name=record["name"] or fallback, error="%s: cannot read it: %s" % (path, to_native(exc)))
             return record
-        try:
-            doc = load_yaml_strict(text, path)
         except ConfigError as exc:
             record.update(name=record["name"] or fallback, error=to_text(exc))
             return record

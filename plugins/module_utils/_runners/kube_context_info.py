@@ -7,19 +7,16 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible.module_utils.basic import env_fallback
-
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.target import KubeTargetError, kube_target
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import kube_auth_argument_spec
+
+# The options that choose the API server, as every module that talks to Kubernetes reads them.
+TARGET_OPTIONS = ("kubeconfig", "context", "host")
 
 
 def argument_spec():
     """The options of kube_context_info (its DOCUMENTATION says what each does)."""
-    # The same options, fallbacks included, as the kubeconfig part of the kube_auth fragment.
-    return dict(
-        kubeconfig=dict(type="path", fallback=(env_fallback, ["K8S_AUTH_KUBECONFIG"])),
-        context=dict(type="str", fallback=(env_fallback, ["K8S_AUTH_CONTEXT"])),
-        host=dict(type="str", fallback=(env_fallback, ["K8S_AUTH_HOST"])),
-    )
+    return dict((name, option) for name, option in kube_auth_argument_spec().items() if name in TARGET_OPTIONS)
 
 
 def run(module):
