@@ -31,6 +31,9 @@ description:
     and an invalid config whose host name is known stays in the inventory, in the group C(qhub_invalid), with
     C(qhub_inventory_error) saying why, so that C(deploy.yml) fails it by name and writes nothing for it. With
     O(strict) the inventory fails.
+  - A named entry (one with C(name)) whose C(config) matches no file is such an invalid host too, so that
+    C(deploy.yml) fails it by name and exits non-zero; an entry without C(name) that matches no file (a glob over
+    a directory that may be empty) is only a warning.
   - Paths are relative to the directory of the inventory file.
 extends_documentation_fragment:
   - constructed
@@ -261,9 +264,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         by_where = dict((entry["where"], entry) for entry in entries)
         names = {}
         for record in records:
-            if record.get("missing"):
+            if record.get("missing") and not record.get("name"):
                 self._problem(strict, "%s: %s" % (record["where"], record["error"]))
                 continue
+            if record.get("missing"):
+                # An entry that names its host promised that deployment: without its config it is failed by
+                # name (deploy.yml writes nothing for it and exits non-zero), not dropped with a warning.
+                record = dict(record, error="%s.config: %s; the entry names the host %r" % (
+                    record["where"], record["error"], record["name"]))
             if record["name"] in names:
                 first = names[record["name"]]
                 message = "%s and %s are both the host %r: give one of them a name (deployments[].name)" % (

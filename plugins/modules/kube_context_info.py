@@ -16,7 +16,10 @@ description:
   - Reads the kubeconfig the other modules of this collection would read with the same options, and returns the
     context, cluster, API server URL and default namespace it selects.
   - Fails, naming the kubeconfig and the contexts it holds, when the context does not exist, when no context is
-    given and none is current, or when the kubeconfig is missing or unreadable.
+    given and none is current, when the context names a cluster or user the kubeconfig does not hold, or when the
+    kubeconfig is missing or unreadable.
+  - The kubeconfig is read by the same code the other modules connect with, so this module and they agree on the
+    server and refuse the same kubeconfigs with the same message.
   - C(playbooks/deploy.yml) runs it for every deployment of an inventory before anything is written, and tells
     deployments on the same cluster apart by the server URL.
   - Never contacts the API server, and never reads or returns the credentials in the kubeconfig.
@@ -27,7 +30,8 @@ options:
   kubeconfig:
     description:
       - Path of the kubeconfig. Without it, E(KUBECONFIG) (which may list several files, merged as C(kubectl)
-        merges them), then C(~/.kube/config), then the in-cluster ServiceAccount.
+        merges them; the first file to name a context, cluster or user wins), then C(~/.kube/config), then the
+        in-cluster ServiceAccount.
       - Can also be set with the environment variable E(K8S_AUTH_KUBECONFIG).
     type: path
   context:
@@ -39,6 +43,13 @@ options:
     description:
       - URL of the Kubernetes API server, which overrides the kubeconfig as it does in the other modules.
       - Can also be set with the environment variable E(K8S_AUTH_HOST).
+    type: str
+  kube_token:
+    description:
+      - Bearer token for the API server, as in the other modules. With O(host), no kubeconfig is read; without it,
+        the kubeconfig (or the in-cluster ServiceAccount) must hold the credentials, and is checked.
+      - Never returned.
+      - Can also be set with the environment variable E(K8S_AUTH_API_KEY).
     type: str
 seealso:
   - module: qhub.prefect.prefect_agent_config

@@ -23,12 +23,25 @@ description:
     with C(secretKeyRef); a hash of the Secret's data in the pod template rolls the Deployment when they change.
   - With O(state=absent), deletes exactly the objects that carry this collection's labels for O(name) (and, with
     O(instance), for that instance in O(namespace)).
-  - With O(instance), a run leaves one agent or worker for that QHub deployment. Objects labelled with this
-    collection's C(app.kubernetes.io/managed-by) and C(qhub.prefect/instance=INSTANCE) under another name
-    (a generation switch) or in another namespace (a namespace move) are removed in the same run, the old
-    Deployment before anything is applied. Check mode and C(--diff) show the removals. Finding them lists
-    each kind across namespaces by label, which needs C(list) on deployments.apps, configmaps, secrets,
-    serviceaccounts, roles and rolebindings at cluster scope; a 403 names the permission that is missing.
+  - With O(instance), an object belongs to this QHub deployment when it carries this collection's
+    C(app.kubernetes.io/managed-by) label and C(qhub.prefect/instance=INSTANCE) B(and) sits in O(namespace).
+    Those under another name (a generation switch) are removed in the same run, B(after) the new objects are
+    applied and, with O(wait), the new pod is Ready and the worker ONLINE; if anything new fails, nothing old is
+    deleted and the error says where the old agent or worker still runs. Deletes are C(Foreground) and carry the
+    uid that was read.
+  - An agent or worker of this instance in another namespace is never deleted unasked. The run stops before
+    writing, naming the namespace. For a namespace move, name the old namespace in O(move_from); for another QHub
+    deployment that shares the name, give this one its own O(instance). The search lists Deployments only, metadata
+    only, across namespaces; a deployer who may not do that is told other namespaces were not searched, and the run
+    goes on.
+  - An object at one of this run's names labelled with another instance is left alone and the run fails naming
+    that instance, unless O(force). Objects from before the instance label (managed-by C(qhub.prefect), no
+    instance) are adopted.
+  - One run at a time per QHub deployment, outside check mode. The run holds the C(coordination.k8s.io/v1) Lease
+    C(qhub-prefect-INSTANCE) in O(namespace) while it writes and waits, renewed, released at the end (also on
+    failure). Its holder names host, user, pid and the AWX job id. A second run waits up to O(lock_timeout) and
+    then fails before writing, naming the holder and since when; an expired Lease is taken over. A deployer
+    without rights on Leases (the built-in C(admin) role has none) holds a ConfigMap of the same name instead.
   - Work pools, queues and projects an earlier run used and the input no longer names are reported
     (RV(prefect_left_in_place), and a warning), never deleted.
   - The mapping of every override to both generations is in the notes, one override a row.
@@ -148,9 +161,22 @@ options:
     type: int
     default: 120
   force:
-    description: Take over fields that another field manager owns instead of failing with their names.
+    description:
+      - Take over fields that another field manager owns instead of failing with their names.
+      - Take over objects at this run's names that another QHub deployment (instance) labelled as its own.
     type: bool
     default: false
+  move_from:
+    description:
+      - Namespaces this QHub deployment moves from. Its objects there are removed once the new agent or worker
+        runs in O(namespace) (with O(wait), Ready and ONLINE). Without it, finding this O(instance) in another
+        namespace stops the run before it writes.
+    type: list
+    elements: str
+  lock_timeout:
+    description: Seconds to wait for another run of this QHub deployment to release the lock before failing.
+    type: int
+    default: 60
 attributes:
   check_mode:
     support: full
@@ -283,6 +309,15 @@ cluster_uid:
   description: Why C(PREFECT_KUBERNETES_CLUSTER_UID) was not set (the kube-system namespace could not be read).
   returned: when it could not be read
   type: str
+other_namespaces:
+  description: Why other namespaces were not searched for this instance (the deployer may not list Deployments there).
+  returned: when the search was refused
+  type: str
+lock:
+  description: The lock this run held (C(Lease), or C(ConfigMap) for a deployer without rights on Leases).
+  returned: when a lock was taken (not in check mode)
+  type: dict
+  sample: {kind: Lease, name: qhub-prefect-prod, namespace: prod}
 api_key_in_flow_run_env:
   description: Whether the agent or worker will copy the API key into flow-run Job env as plain text (Prefect 1
     agents; workers on Prefect 2.x or 3.0 images), which no setting prevents.

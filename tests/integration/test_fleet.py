@@ -31,9 +31,12 @@ def fleet(fleet_clusters, testbed, tmp_path):
     kubeconfig = merged_kubeconfig(list(fleet_clusters.values()), tmp_path / "kubeconfig")
     deployments = []
     for name, cluster in placement.items():
-        config(tmp_path / "deployments", name, namespaces[name])
-        deployments.append({"config": "deployments/%s/qhub-config.yml" % name, "context": "ctx-" + cluster,
-                            "prefect_token_env": "FLEET_TOKEN_%s" % name.upper(),
+        # A project_name of this test's own: cluster a outlives the test, and a deployment of the same instance
+        # left there in another namespace by an earlier test is one this run must not take over.
+        project = "%s-%s" % (name, tag)
+        config(tmp_path / "deployments", project, namespaces[name])
+        deployments.append({"config": "deployments/%s/qhub-config.yml" % project, "name": name,
+                            "context": "ctx-" + cluster, "prefect_token_env": "FLEET_TOKEN_%s" % name.upper(),
                             "vars": {"qhub_prefect_work_pool": "fleet-%s-%s" % (name, tag)}})
     path = inventory(tmp_path, deployments, kubeconfig="kubeconfig", prefect_api_url=testbed.prefect_api_url)
     env = tokens_env(placement)
@@ -190,3 +193,98 @@ def test_bad_input_names_the_host_and_writes_nothing_for_it(fleet_clusters, test
         assert work_pool(testbed.prefect_api_url, "bad-%s-%s" % (name, tag)) is None, name
     assert "plain-text-key-" + tag not in output
     assert not fleet_clusters["c"].namespace_exists("dup2-" + tag)
+
+
+def test_two_deployments_of_one_instance_on_one_cluster_fail_before_any_write(fleet_clusters, testbed, tmp_path):
+    """Two namespaces, one instance: each run would remove the other's objects as an old namespace of its own."""
+    tag = uuid.uuid4().hex[:6]
+    kubeconfig = merged_kubeconfig(list(fleet_clusters.values()), tmp_path / "kubeconfig")
+    namespaces = dict((name, "%s-%s" % (name, tag)) for name in ("one", "two", "three", "four", "alone"))
+    # one and two share a project_name; three and four differ in it but set one qhub_prefect_instance.
+    config(tmp_path / "x", "team-" + tag, namespaces["one"])
+    config(tmp_path / "y", "team-" + tag, namespaces["two"])
+    config(tmp_path, "three", namespaces["three"])
+    config(tmp_path, "four", namespaces["four"])
+    config(tmp_path, "alone", namespaces["alone"])
+    pool = dict((name, "inst-%s-%s" % (name, tag)) for name in namespaces)
+    path = inventory(tmp_path, [
+        # one and two reach cluster b through different kubeconfigs: still the same API server.
+        {"config": "x/team-%s/qhub-config.yml" % tag, "name": "one", "context": "ctx-b",
+         "vars": {"qhub_prefect_work_pool": pool["one"]}},
+        {"config": "y/team-%s/qhub-config.yml" % tag, "name": "two",
+         "kubeconfig": str(fleet_clusters["b"].bed.kubeconfig), "vars": {"qhub_prefect_work_pool": pool["two"]}},
+        {"config": "three/qhub-config.yml", "context": "ctx-c",
+         "vars": {"qhub_prefect_work_pool": pool["three"], "qhub_prefect_instance": "shared-" + tag}},
+        {"config": "four/qhub-config.yml", "context": "ctx-c",
+         "vars": {"qhub_prefect_work_pool": pool["four"], "qhub_prefect_instance": "shared-" + tag}},
+        {"config": "alone/qhub-config.yml", "context": "ctx-b", "vars": {"qhub_prefect_work_pool": pool["alone"]}},
+    ], kubeconfig=str(kubeconfig), prefect_api_url=testbed.prefect_api_url)
+    result = run_fleet(path, env={"QHUB_SECRET_PREFECT_TOKEN": "instance-clash-key"})
+    assert result.rc != 0, result
+    expected = {
+        "one": "one and two are the same instance team-%s on the cluster %s" % (tag, fleet_clusters["b"].server),
+        "two": "one and two are the same instance team-%s on the cluster %s" % (tag, fleet_clusters["b"].server),
+        "three": "four and three are the same instance shared-%s on the cluster %s" % (tag, fleet_clusters["c"].server),
+        "four": "four and three are the same instance shared-%s on the cluster %s" % (tag, fleet_clusters["c"].server),
+    }
+    for name, message in expected.items():
+        assert result["recap"][name]["failed"] == 1, (name, result)
+        assert "FAILED: " + message in result["summary"][name], result["summary"]
+        assert "nothing was written for any of them" in result["summary"][name], result["summary"]
+        cluster = fleet_clusters["b" if name in ("one", "two") else "c"]
+        assert not cluster.namespace_exists(namespaces[name]), name
+        assert work_pool(testbed.prefect_api_url, pool[name]) is None, name
+    assert result["recap"]["alone"]["failed"] == 0, result
+    assert fleet_clusters["b"].namespace_exists(namespaces["alone"]), result
+
+
+def test_two_deployments_on_one_work_pool_of_one_prefect_api_fail_before_any_write(fleet_clusters, testbed, tmp_path):
+    """Two clusters, one work pool: either worker would take the other's flow runs."""
+    tag = uuid.uuid4().hex[:6]
+    kubeconfig = merged_kubeconfig(list(fleet_clusters.values()), tmp_path / "kubeconfig")
+    shared = "shared-pool-" + tag
+    namespaces = dict((name, "%s-%s" % (name, tag)) for name in ("east", "west", "off", "own"))
+    for name in ("east", "west", "own"):
+        config(tmp_path, name, namespaces[name])
+    # Disabled: it only removes what it had, and claims no work pool.
+    config(tmp_path, "off", namespaces["off"], extra={"enabled": False})
+    # The same API written another way: the upper-case scheme and host and the trailing slash do not hide it.
+    scheme, rest = testbed.prefect_api_url.split("://", 1)
+    host, api_path = rest.split("/", 1)
+    respelled = "%s://%s/%s/" % (scheme.upper(), host.upper(), api_path)
+    path = inventory(tmp_path, [
+        {"config": "east/qhub-config.yml", "context": "ctx-b", "vars": {"qhub_prefect_work_pool": shared}},
+        {"config": "west/qhub-config.yml", "context": "ctx-c", "prefect_api_url": respelled,
+         "vars": {"qhub_prefect_work_pool": shared}},
+        {"config": "off/qhub-config.yml", "context": "ctx-b", "vars": {"qhub_prefect_work_pool": shared}},
+        {"config": "own/qhub-config.yml", "context": "ctx-c", "vars": {"qhub_prefect_work_pool": "own-" + tag}},
+    ], kubeconfig=str(kubeconfig), prefect_api_url=testbed.prefect_api_url)
+    result = run_fleet(path, env={"QHUB_SECRET_PREFECT_TOKEN": "pool-clash-key"})
+    assert result.rc != 0, result
+    message = "east and west use the same work pool %s of the Prefect API %s" % (
+        shared, testbed.prefect_api_url.rstrip("/"))
+    for name, cluster in (("east", "b"), ("west", "c")):
+        assert result["recap"][name]["failed"] == 1, (name, result)
+        assert "FAILED: " + message in result["summary"][name], result["summary"]
+        assert not fleet_clusters[cluster].namespace_exists(namespaces[name]), name
+    assert work_pool(testbed.prefect_api_url, shared) is None
+    for name in ("off", "own"):
+        assert result["recap"][name]["failed"] == 0, (name, result)
+    assert fleet_clusters["c"].namespace_exists(namespaces["own"]), result
+
+
+def test_a_named_entry_matching_no_file_fails_the_run_by_name(fleet_clusters, testbed, tmp_path):
+    """A deployment the inventory names but cannot find is a failure, not a warning and a green run."""
+    tag = uuid.uuid4().hex[:6]
+    kubeconfig = merged_kubeconfig(list(fleet_clusters.values()), tmp_path / "kubeconfig")
+    config(tmp_path, "present", "present-" + tag)
+    path = inventory(tmp_path, [
+        {"config": "present/qhub-config.yml", "vars": {"qhub_prefect_work_pool": "present-" + tag}},
+        {"config": "moved-away/qhub-config.yml", "name": "prod"},
+    ], kubeconfig=str(kubeconfig), context="ctx-b", prefect_api_url=testbed.prefect_api_url)
+    result = run_fleet(path, env={"QHUB_SECRET_PREFECT_TOKEN": "named-entry-key"})
+    assert result.rc != 0, result
+    assert result["recap"]["prod"]["failed"] == 1, result
+    assert "deployments[1].config: moved-away/qhub-config.yml matches no file; the entry names the host 'prod'" in \
+        result["summary"]["prod"], result["summary"]
+    assert result["recap"]["present"]["failed"] == 0 and fleet_clusters["b"].namespace_exists("present-" + tag), result

@@ -87,6 +87,24 @@ def test_bad_configs_are_named_and_the_others_still_load_unless_strict(tmp_path)
     assert missing.returncode != 0 and "missing/*.yml matches no file" in " ".join(missing.stderr.split())
 
 
+def test_a_named_entry_matching_no_file_is_a_failed_host_not_a_warning(tmp_path):
+    """The entry promised the host prod: deploy.yml fails it by name (and exits non-zero) instead of skipping it."""
+    config(tmp_path, "good", "good-ns")
+    deployments = ["good/qhub-config.yml", {"config": "prod/qhub-config.yml", "name": "prod"},
+                   {"config": "teams/*/qhub-config.yml", "name": "teams"}]
+    completed, data = listing(inventory(tmp_path, deployments))
+    assert completed.returncode == 0, completed.stderr
+    assert sorted(data["qhub_invalid"]["hosts"]) == ["prod", "teams"]
+    assert hostvars(data, "prod")["qhub_inventory_error"] == (
+        "deployments[1].config: prod/qhub-config.yml matches no file; the entry names the host 'prod'")
+    assert "teams/*/qhub-config.yml matches no file" in hostvars(data, "teams")["qhub_inventory_error"]
+    assert hostvars(data, "good")["qhub_namespace"] == "good-ns"
+
+    strict, dummy = listing(inventory(tmp_path, deployments, strict=True))
+    assert strict.returncode != 0
+    assert "deployments[1].config: prod/qhub-config.yml matches no file" in " ".join(strict.stderr.split())
+
+
 def test_two_configs_named_alike_are_one_error_naming_both_files(tmp_path):
     first = config(tmp_path / "one", "same", "ns-one")
     second = config(tmp_path / "two", "same", "ns-two")

@@ -101,8 +101,9 @@ def test_a_no_op_run_on_an_available_deployment_reads_each_object_once(node, uni
     assert first.rc == 0, first
     again = run_module("prefect_agent_config", args)
     assert again.rc == 0 and again["changed"] is False, again
-    # One GET per object; no pod list, no events, no log: the Deployment's status already says available.
-    assert again["requests"] == len(KINDS), again
+    # One GET per object and one of the namespace, and the lock (GET, POST, the ConfigMap lock's GET, DELETE);
+    # no pod list, no events, no log: the Deployment's status already says available.
+    assert again["requests"] == len(KINDS) + 1 + 4, again
 
 
 def test_an_image_that_does_not_exist_fails_naming_it_then_the_right_image_converges(node, kube_admin,
@@ -223,3 +224,27 @@ def test_the_prefect1_agent_pod_is_ready_through_its_own_health_endpoint(node, k
     assert [is_ready(p) for p in pods] == [True]
     probe = pods[0].spec.containers[0].readiness_probe.http_get
     assert (probe.path, probe.port) == ("/api/health", 8080)
+
+
+def test_a_move_whose_new_rollout_fails_keeps_the_old_worker_running_and_says_so(node, kube_admin, unique_namespace,
+                                                                                 tmp_path):
+    old = Deployer(node, unique_namespace, tmp_path)
+    project = {"qhub_prefect_instance": "moving-" + unique_namespace}
+    assert old.run(extra=project).rc == 0
+    [before] = live_pods(kube_admin, unique_namespace)
+    new_namespace = unique_namespace + "-new"
+    k8s.CoreV1Api(kube_admin).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=new_namespace)))
+    try:
+        new = Deployer(node, new_namespace, tmp_path)
+        new.pool = old.pool
+        missing = "prefecthq/prefect:3-python3.11-does-not-exist"
+        failed = new.run(timeout=120, image=missing, extra=dict(project, qhub_prefect_move_from=unique_namespace))
+        assert failed.rc != 0, failed
+        assert "cannot pull its image %s" % missing in failed.output, failed.output[-3000:]
+        assert "Nothing old was deleted: the old agent or worker still runs (Deployment %s/%s)" % (
+            unique_namespace, NAME) in failed.output, failed.output[-3000:]
+        [after] = live_pods(kube_admin, unique_namespace)
+        assert after.metadata.uid == before.metadata.uid
+        assert after.status.phase == "Running" and is_ready(after), after.status
+    finally:
+        k8s.CoreV1Api(kube_admin).delete_namespace(new_namespace)

@@ -390,3 +390,50 @@ def test_fast_path_masks_secrets_in_warnings():
         module.exit_json(changed=False)
     assert done.value.result["warnings"] == ["the token ******** was refused"]
     assert done.value.result["invocation"] == {"module_args": {"api_key": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"}}
+
+
+# --- every candidate secret (issue 17) ---------------------------------------------------------------------
+
+# Each source the credential rule reads, set at once: the environment's token wins, every other one loses.
+CANDIDATE_ENV = {"QHUB_SECRET_PREFECT_TOKEN": "cand-winner-token", "TF_VAR_prefect_token": "cand-tf-token",
+                 "PREFECT_API_KEY": "cand-api-key", "PREFECT_API_AUTH_STRING": "cand-user:cand-auth",
+                 "DB_PASS": "cand-db-pass"}
+CANDIDATE_CONFIG = {"namespace": "dev", "prefect": {
+    "enabled": True, "image": "prefecthq/prefect:3-python3.11-kubernetes", "token": "cand-literal-token",
+    "overrides": {"envVars": {"DB_PASS": "QHUB_SECRET_DB_PASS"}, "secretEnvVars": {"S": "cand-secret-literal"}}}}
+# A closed port: every module fails at its first request, after reading its options and the config.
+CANDIDATE_URL = "http://qhub:cand-url-password@127.0.0.1:9/api"
+CANDIDATE_ARGS = {
+    "qhub_config_info": {"config": CANDIDATE_CONFIG, "api_url": CANDIDATE_URL},
+    "prefect_agent_config": {"namespace": "dev", "qhub_config": CANDIDATE_CONFIG, "api_url": CANDIDATE_URL,
+                             "kubeconfig": "/nonexistent/kubeconfig"},
+    "prefect_work_pool": {"name": "pool", "qhub_config": CANDIDATE_CONFIG, "api_url": CANDIDATE_URL, "retries": 0,
+                          "overrides": {"envVars": {"DB_PASS": "QHUB_SECRET_DB_PASS"}},
+                          "secret_name": "prefect-worker"},
+    "prefect_project": {"name": "flows", "qhub_config": CANDIDATE_CONFIG, "api_url": CANDIDATE_URL, "retries": 0},
+    "prefect_worker_status": {"work_pool": "pool", "qhub_config": CANDIDATE_CONFIG, "api_url": CANDIDATE_URL,
+                              "retries": 0},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CANDIDATE_ARGS))
+def test_every_candidate_secret_is_masked_alike(name, clean_env, launched, capsys):
+    """A literal prefect.token that loses to the environment's, the losing environment tokens, the auth string,
+    the URL's user:password and what an envVars reference stands for: none shows in the result (its invocation,
+    what -vvv prints, above all), from the launched module or the fast path, which answer alike."""
+    runner = RUNNERS[name]
+    args = CANDIDATE_ARGS[name]
+    for variable, value in CANDIDATE_ENV.items():
+        clean_env.setenv(variable, value)
+    module, failed = launched(runner, args, name)
+    assert failed is None, failed
+    expected = exits(capsys, lambda: runner.run(module))
+    for variable in CANDIDATE_ENV:
+        clean_env.delenv(variable)
+    got = as_json(run_on_controller(action_for(name, args, environment=CANDIDATE_ENV), runner))
+    assert got == expected
+    text = json.dumps(expected)
+    assert expected["invocation"]["module_args"]
+    leaked = [value for value in list(CANDIDATE_ENV.values()) + ["cand-literal-token", "cand-secret-literal",
+                                                                  "cand-url-password"] if value in text]
+    assert not leaked, text

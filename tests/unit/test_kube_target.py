@@ -57,6 +57,12 @@ def test_kubeconfig_list_merges_first_file_wins_and_host_overrides(tmp_path):
     listed = os.pathsep.join([first, second])
     assert kube_target(None, None, environ={"KUBECONFIG": listed})["server"] == "https://first"
     assert kube_target(None, "dev", environ={"KUBECONFIG": listed})["server"] == "https://west"
-    assert kube_target(first, "nope", host="https://direct:6443/", environ={})["server"] == "https://direct:6443"
+    assert kube_target(first, "nope", host="https://direct:6443/", token="t", environ={})["server"] == \
+        "https://direct:6443"
     incluster = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443", "HOME": str(tmp_path)}
-    assert kube_target(None, None, environ=incluster)["server"] == "https://10.0.0.1:443"
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("pod-token")
+    (account / "ca.crt").write_text("CA")
+    assert kube_target(None, None, environ=incluster, service_account_dir=str(account))["server"] == \
+        "https://10.0.0.1:443"

@@ -10,8 +10,13 @@ import pytest
 import yaml
 
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.kubeconfig import (
-    Credentials, KubeconfigError, load_kubeconfig,
+    Credentials, KubeconfigError, select, static_credentials,
 )
+
+
+def load_kubeconfig(path, context=None):
+    """The credentials the client takes from the kubeconfig at ``path``; None when they need the kubernetes client."""
+    return static_credentials(select(path, context, environ={}))
 
 
 def write(tmp_path, users, clusters=None, current="main", contexts=None):
@@ -84,17 +89,27 @@ def test_credentials_that_need_code_are_left_to_the_kubernetes_client(tmp_path, 
     assert load_kubeconfig(write(tmp_path, [{"name": "u", "user": user}])) is None
 
 
-def test_a_list_of_kubeconfigs_is_left_to_the_kubernetes_client(tmp_path):
-    assert load_kubeconfig(str(tmp_path / "a") + ":" + str(tmp_path / "b")) is None
+def test_a_list_of_kubeconfigs_is_merged_here_not_left_to_the_kubernetes_client(tmp_path):
+    (tmp_path / "one").mkdir()
+    first = write(tmp_path / "one", [{"name": "u", "user": {"token": "first"}}], current="")
+    second = write(tmp_path, [{"name": "u", "user": {"token": "second"}}, {"name": "v", "user": {"token": "v"}}])
+    credentials = load_kubeconfig(first + ":" + second)
+    # current-context from the second file (the first sets none), the user u from the first, as kubectl reads it;
+    # the CA file relative to the file holding its cluster entry, the first.
+    assert credentials.auth_headers() == {"Authorization": "Bearer first"}
+    assert credentials.ca_file == str(tmp_path / "one" / "pki" / "ca.crt")
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"current": ""}, "no context given"),
-    ({"current": "missing"}, "context 'missing' not found"),
-    ({"clusters": [{"name": "other", "cluster": {"server": "https://k"}}]}, "cluster 'c' not found"),
+    ({"current": ""}, "sets no current-context and no context was given"),
+    ({"current": "missing"}, "the context 'missing' does not exist in the kubeconfig"),
+    ({"clusters": [{"name": "other", "cluster": {"server": "https://k"}}]}, "names the cluster 'c', which does not "
+                                                                            "exist"),
     ({"clusters": [{"name": "c", "cluster": {"certificate-authority-data": "!!"}}]}, "has no server"),
     ({"clusters": [{"name": "c", "cluster": {"server": "https://k", "certificate-authority-data": "!!"}}]},
-     "certificate-authority-data is not valid base64"),
+     "certificate-authority-data of the kubeconfig .* is not valid base64"),
+    ({"contexts": [{"name": "main", "context": {"cluster": "c", "user": "gone"}}]}, "names the user 'gone', which "
+                                                                                    "does not exist"),
 ])
 def test_broken_kubeconfigs_say_what_is_wrong(tmp_path, change, message):
     path = write(tmp_path, [{"name": "u", "user": {"token": "abc"}}], **change)
@@ -103,8 +118,11 @@ def test_broken_kubeconfigs_say_what_is_wrong(tmp_path, change, message):
 
 
 def test_unreadable_and_non_yaml_files(tmp_path):
-    with pytest.raises(KubeconfigError, match="cannot read it"):
+    with pytest.raises(KubeconfigError, match="the kubeconfig .*absent does not exist"):
         load_kubeconfig(str(tmp_path / "absent"))
     (tmp_path / "bad").write_text("a: [1\n")
     with pytest.raises(KubeconfigError, match="not valid YAML"):
         load_kubeconfig(str(tmp_path / "bad"))
+    path = write(tmp_path, [{"name": "u", "user": {"tokenFile": "no-such-token"}}])
+    with pytest.raises(KubeconfigError, match="cannot read the tokenFile of the user 'u'"):
+        load_kubeconfig(path)

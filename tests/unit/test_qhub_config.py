@@ -183,7 +183,10 @@ def test_a_token_source_set_but_empty_fails_naming_it(environ, key):
 
 def test_instance_is_project_name_or_given_and_a_label_value():
     assert parse_qhub_config(dict(config(), project_name="demo"), SELF_HOSTED).instance == "demo"
-    assert parse_qhub_config(dict(config(), namespace="ns1"), SELF_HOSTED).instance == "ns1"
+    # Without project_name, the namespace marked so that no project_name (letters, '-', '_') equals it.
+    assert parse_qhub_config(dict(config(), namespace="ns1"), SELF_HOSTED).instance == "ns1.ns"
+    assert parse_qhub_config(dict(config(), namespace="dev"), SELF_HOSTED).instance != parse_qhub_config(
+        dict(config(), namespace="prod", project_name="dev"), SELF_HOSTED).instance
     assert parse_qhub_config(dict(config(), project_name="demo"), SELF_HOSTED, instance="other").instance == "other"
     assert error_of(parse_qhub_config, dict(config(), project_name="a b"), SELF_HOSTED).path == "project_name"
     assert error_of(parse_qhub_config, dict(config(), project_name="x" * 64), SELF_HOSTED).path == "project_name"

@@ -223,27 +223,56 @@ class Applier:
         return self.client.request("PATCH", object_path(desired), query=query, body=desired,
                                    content_type="application/apply-patch+yaml")[1]
 
-    def delete_owned(self, manifest, instance, existing=None, label=INSTANCE_LABEL):
-        """Delete the object only if it carries this collection's labels for ``instance`` (``label``'s value)."""
+    def delete_owned(self, manifest, instance, existing=None, label=INSTANCE_LABEL, owners=None):
+        """Delete the object only if it carries this collection's labels for ``instance`` (``label``'s value).
+
+        ``owners`` widens ``instance`` to the label values that count as this deployment's (an earlier
+        version's label). The delete carries the uid that was read, so an object another run has
+        replaced since is never deleted on an old read, and is Foreground: the call returns once the
+        server has accepted it, and the object stays until its pods are gone (``wait_gone``).
+        """
         path = object_path(manifest)
         if existing is None:
             existing = self.client.get(path)
         if existing is None:
             return None
         labels = existing["metadata"].get("labels") or {}
-        if labels.get(MANAGED_BY_LABEL) != FIELD_MANAGER or labels.get(label) != instance:
+        if labels.get(MANAGED_BY_LABEL) != FIELD_MANAGER or labels.get(label) not in (owners or (instance,)):
             self._record(manifest, "skipped", existing, existing)
             return None
-        query = [("propagationPolicy", "Background")]
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground",
+                "preconditions": {"uid": existing["metadata"].get("uid")}}
         if self.check_mode:
-            query.append(("dryRun", "All"))
+            # In the body: with DeleteOptions in the body, the API server ignores them in the query.
+            body["dryRun"] = ["All"]
         try:
-            self.client.request("DELETE", path, query=query)
+            self.client.request("DELETE", path, body=body)
         except KubeError as exc:
+            if exc.status == 409:
+                raise KubeError("%s: not deleted: it was replaced since this run read it (another run?); "
+                                "rerun to see it as it is now" % describe(manifest), exc.status, exc.body)
             if exc.status != 404:
                 raise KubeError("%s: cannot delete it: %s" % (describe(manifest), exc), exc.status, exc.body)
         self._record(manifest, "deleted", existing, None)
         return existing
+
+    def wait_gone(self, obj, timeout, interval=1.0, clock=None, sleep=None):
+        """Wait until ``obj`` (as read before its delete) is gone: for a Deployment, its pods too."""
+        import time
+
+        clock = clock or time.monotonic
+        sleep = sleep or time.sleep
+        deadline = clock() + timeout
+        path = object_path(obj)
+        uid = obj["metadata"].get("uid")
+        while True:
+            live = self.client.get(path)
+            if live is None or live["metadata"].get("uid") != uid:
+                return
+            if clock() + interval > deadline:
+                raise KubeError("%s: deleted, but still there after %s s (its pods are still terminating); "
+                                "it goes on its own" % (describe(obj), timeout))
+            sleep(interval)
 
     @property
     def changed(self):
@@ -276,28 +305,47 @@ OWNED_KINDS = (
 )
 
 
-def list_labelled(client, selector, kinds=OWNED_KINDS):
-    """Every object of ``kinds`` in any namespace matching the label ``selector``, Deployments first.
+def list_labelled(client, selector, namespace, kinds=OWNED_KINDS):
+    """Every object of ``kinds`` in ``namespace`` matching the label ``selector``, Deployments first.
 
-    One list request per kind. A 403 names the permission that is missing, since the deployer may
-    well have rights in its namespaces only.
+    One list request per kind, in one namespace: what a deployer with rights in that namespace only
+    may do.
     """
     from urllib.parse import quote
 
     found = []
     for api_version, kind, resource in kinds:
-        path = COLLECTIONS[(api_version, kind)].replace("/namespaces/{namespace}", "")
+        path = COLLECTIONS[(api_version, kind)].format(namespace=namespace)
         try:
             body = client.request("GET", path, query=[("labelSelector", quote(selector, safe=""))])[1] or {}
         except KubeError as exc:
-            if exc.status == 403:
-                raise KubeError("listing %s in all namespaces (label %s) was refused (403): the deployer needs the "
-                                "permission `list` on `%s` at cluster scope (a ClusterRole) to find this QHub "
-                                "deployment's objects after a namespace move; see docs/configuration.md, "
-                                "Permissions" % (resource, selector, resource), status=403, body=exc.body)
-            raise
+            raise KubeError("listing %s in the namespace %s (label %s) failed: %s" % (
+                resource, namespace, selector, exc), status=exc.status, body=exc.body)
         for item in body.get("items") or []:
             # Items of a list carry no apiVersion and kind of their own.
             item["apiVersion"], item["kind"] = api_version, kind
             found.append(item)
     return found
+
+
+# Metadata is all a search across namespaces needs; the server sends no pod templates or env.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+
+
+def list_deployments_everywhere(client, selector):
+    """(namespace, name) of the Deployments in any namespace matching ``selector``, or None when refused (403).
+
+    Deployments only, metadata only: what a deployer needs to find this QHub deployment in another
+    namespace, never a Secret.
+    """
+    from urllib.parse import quote
+
+    path = COLLECTIONS[("apps/v1", "Deployment")].replace("/namespaces/{namespace}", "")
+    try:
+        body = client.request("GET", path, query=[("labelSelector", quote(selector, safe=""))],
+                              accept=METADATA_ONLY)[1] or {}
+    except KubeError as exc:
+        if exc.status == 403:
+            return None
+        raise
+    return sorted((item["metadata"].get("namespace"), item["metadata"]["name"]) for item in body.get("items") or [])

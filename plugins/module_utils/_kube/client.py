@@ -6,7 +6,7 @@
 Requests go to fixed API paths. That skips API discovery, which costs kubernetes.core about 2 s a
 task, and keeps us independent of the client's generated API, which changed shape between client
 versions. Credentials come from kubeconfig.py; the kubernetes client is imported only for kubeconfigs
-that need it (exec plugins, auth providers, merged files).
+that need it (exec plugins, auth providers).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -14,7 +14,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
-import os
 import ssl
 
 try:
@@ -26,7 +25,7 @@ except ImportError as exc:  # pragma: no cover - reported by the module with mis
     URLLIB3_IMPORT_ERROR = exc
 
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.kubeconfig import (
-    Credentials, KubeconfigError, load_incluster, load_kubeconfig,
+    Credentials, KubeconfigError, select, static_credentials,
 )
 
 
@@ -84,7 +83,7 @@ class KubeClient:
         except urllib3.exceptions.HTTPError as exc:
             raise KubeError("cannot reach the Kubernetes API server at %s: %s" % (self.host, exc))
         data = None
-        if accept != "application/json" and response.status < 400:
+        if not accept.startswith("application/json") and response.status < 400:
             return response.status, response.data.decode("utf-8", "replace")
         if response.data:
             try:
@@ -111,36 +110,31 @@ class KubeClient:
 
 
 def _credentials(kubeconfig, context, host, token):
-    """Credentials from, in order: host and token, the kubeconfig, the pod's ServiceAccount."""
-    if host and token:
-        return Credentials(host)
-    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(path):
-        try:
-            credentials = load_kubeconfig(path, context)
-        except (KubeconfigError, IOError, OSError) as exc:
-            raise KubeError("cannot load the kubeconfig %s: %s" % (path, exc))
-        return credentials or _client_credentials(path, context)
-    credentials = load_incluster()
-    if credentials is None:
-        raise KubeError("no kubeconfig given, KUBECONFIG unset and not running in a cluster")
-    return credentials
-
-
-def _client_credentials(path, context):
-    """Credentials the kubernetes client works out (exec plugins, auth providers, merged KUBECONFIG)."""
+    """Credentials of the target kubeconfig.py selects: the one the fleet check (kube_context_info) reports."""
     try:
-        from kubernetes import config as kube_config
+        target = select(kubeconfig, context, host, token)
+        return static_credentials(target) or _client_credentials(target)
+    except KubeconfigError as exc:
+        raise KubeError(str(exc))
+
+
+def _client_credentials(target):
+    """Credentials the kubernetes client works out (exec plugins, auth providers) for the selected context."""
+    try:
         from kubernetes.client import Configuration
+        from kubernetes.config.kube_config import KubeConfigLoader
     except ImportError:
-        raise KubeError("the kubeconfig %s needs the kubernetes Python client (exec or auth-provider credentials, "
-                        "or several files), which is not installed" % path)
+        raise KubeError("the context %r of the kubeconfig %s needs the kubernetes Python client (exec or "
+                        "auth-provider credentials), which is not installed" % (target.context, target.kubeconfig))
     configuration = Configuration()
     try:
-        kube_config.load_kube_config(config_file=path if os.pathsep not in path else None, context=context,
-                                     client_configuration=configuration, persist_config=False)
+        # Only the context select() chose, so the client cannot choose another (its own merge of a KUBECONFIG
+        # list takes current-context from the first file, kubectl's from the first that sets one).
+        KubeConfigLoader(config_dict=target.single_context_config(), active_context=target.context,
+                         config_base_path=target.user_base).load_and_set(configuration)
     except Exception as exc:
-        raise KubeError("cannot load the kubeconfig %s: %s" % (path, exc))
+        raise KubeError("cannot load the context %r of the kubeconfig %s: %s"
+                        % (target.context, target.kubeconfig, exc))
     # The key's name changed between client versions; auth_settings() reads whichever it uses.
     authorization = None
     for setting in configuration.auth_settings().values():

@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import time
 from urllib.parse import quote
 
@@ -68,12 +69,42 @@ def deployment_available(deployment):
     return rollout_state(deployment)[0]
 
 
+# A line of a multi-line secret is masked on its own only with this many non-space characters: the lines
+# of a JSON key or a PEM block such as "{" or "}" stand for nothing and are everywhere in a log.
+MIN_SECRET_LINE_CHARS = 4
+
+
+def _escaped(value):
+    """A value as it stands inside a JSON string: how a structured log line quotes it (newlines as \\n)."""
+    return [json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]]
+
+
+def secret_forms(value):
+    """Every string that gives ``value`` away in a log: itself, JSON-escaped, and each line of substance.
+
+    A log prints a multi-line secret (a PEM key, a JSON service-account key) line by line, with its own
+    prefix on each, so the whole value never stands on one line to be found.
+    """
+    forms = [value] + _escaped(value)
+    lines = value.splitlines()
+    if len(lines) > 1:
+        for line in lines:
+            line = line.strip()
+            if len("".join(line.split())) >= MIN_SECRET_LINE_CHARS:
+                forms += [line] + _escaped(line)
+    return forms
+
+
 class Masker:
     """Replaces secret values in text read back from the cluster (logs, events, kubelet messages)."""
 
     def __init__(self, values=()):
+        forms = set()
+        for value in values:
+            if value:
+                forms.update(form for form in secret_forms(value) if form.strip())
         # Longest first, so a value containing another is masked whole.
-        self.values = sorted(set(v for v in values if v), key=len, reverse=True)
+        self.values = sorted(forms, key=len, reverse=True)
 
     def __call__(self, text):
         if not text:

@@ -19,7 +19,7 @@ import socket
 import time
 from http.client import HTTPException
 from urllib.error import HTTPError, URLError
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ansible.module_utils.urls import ConnectionError as AnsibleConnectionError
 from ansible.module_utils.urls import SSLValidationError, open_url
@@ -133,6 +133,11 @@ class PrefectHttpClient:
         self.headers = {"Accept": "application/json", "Content-Type": "application/json"}
         self.headers.update(headers or {})
         self._secrets = [value for value in (api_key, auth_string) if value]
+        # user:password in the URL is a credential too (basic auth): no message may quote it, whatever it echoes.
+        netloc = urlsplit(base_url).netloc
+        if "@" in netloc:
+            userinfo = netloc.rsplit("@", 1)[0]
+            self._secrets += [value for value in (userinfo, unquote(userinfo)) if value]
         if api_key:
             self.headers["Authorization"] = "Bearer %s" % api_key
         elif auth_string:

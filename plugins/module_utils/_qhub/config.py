@@ -10,12 +10,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
+
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import (
     Credentials, resolve as resolve_credentials, resolve_api_url,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    DEFAULT_IMAGE, DEFAULT_NAMESPACE, GENERATIONS, ConfigError, _short, _type_name, check_image_version,
-    generation_of_image, parse_overrides, validate_image, validate_label_value, validate_namespace,
+    DEFAULT_IMAGE, DEFAULT_NAMESPACE, GENERATIONS, SECRET_PREFIX, ConfigError, _short, _type_name,
+    check_image_version, generation_of_image, is_secret_ref, parse_overrides, validate_image, validate_label_value,
+    validate_namespace,
 )
 
 PREFECT_BLOCK_KEYS = ("enabled", "image", "overrides", "token")
@@ -99,13 +102,60 @@ def config_secrets(doc, environ):
     return secret_env, block.get("token")
 
 
+FALLBACK_SUFFIX = ".ns"
+
+
+def fallback_instance(namespace):
+    """The identity of a config without project_name: its namespace, marked so no project_name equals it.
+
+    QHub's project_name holds letters, '-' and '_' only, so a dot can never collide with one; before
+    this mark the fallback was the bare namespace, and a config without project_name in namespace
+    ``dev`` was the same deployment as ``project_name: dev`` anywhere on the cluster.
+    """
+    value = namespace + FALLBACK_SUFFIX
+    if len(value) <= 63:
+        return value
+    # A label value holds 63 characters: a long namespace keeps its start and a hash of the whole.
+    return "%s-%s%s" % (namespace[:50], hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:8], FALLBACK_SUFFIX)
+
+
+def legacy_instance(instance, namespace):
+    """The label an earlier version gave this deployment's objects, when it differs from ``instance``."""
+    return namespace if instance == fallback_instance(namespace) else None
+
+
+def config_secret_values(doc, environ):
+    """Every secret value a config document holds or refers to, found without validating it: nothing raises.
+
+    A task's ``qhub_config`` mapping is its argument, shown at -vvv, also when the config turns out to be
+    invalid or its token loses to the environment's: so these are masked before anything is checked.
+    ``prefect.token``, the values of ``secretEnvVars``, and what the QHUB_SECRET_ references among them and
+    among ``envVars`` stand for (the references themselves are names, not secrets).
+    """
+    block = doc.get("prefect") if isinstance(doc, dict) else None
+    if not isinstance(block, dict):
+        return set()
+    overrides = block.get("overrides") if isinstance(block.get("overrides"), dict) else {}
+    values = [block.get("token")]
+    for key in ("secretEnvVars", "envVars"):
+        env = overrides.get(key)
+        if isinstance(env, dict):
+            values += [value for value in env.values() if key == "secretEnvVars" or is_secret_ref(value)]
+    found = set()
+    for value in values:
+        if isinstance(value, str) and value.strip():
+            value = value.strip()
+            found.add(environ.get(value[len(SECRET_PREFIX):]) if is_secret_ref(value) else value)
+    return set(value for value in found if value and value.strip())
+
+
 def instance_of(doc, namespace, instance=None):
-    """The stable identity ownership is keyed on: a given one, else project_name, else the namespace."""
+    """The stable identity ownership is keyed on: a given one, else project_name, else the namespace's."""
     if instance not in (None, ""):
         return validate_label_value(instance, "instance")
     if doc.get("project_name") is not None:
         return validate_label_value(doc["project_name"], "project_name")
-    return namespace
+    return fallback_instance(namespace)
 
 
 def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_url=None, instance=None,

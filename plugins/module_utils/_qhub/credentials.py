@@ -12,11 +12,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlsplit
 
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import public_url
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    ConfigError, PREFECT1, SECRET_PREFIX, resolve_secret_ref,
+    ConfigError, PREFECT1, SECRET_PREFIX, is_secret_ref, resolve_secret_ref,
 )
 
 # In this order; the config's prefect.token comes last.
@@ -37,6 +37,15 @@ def is_prefect_cloud(url):
     except ValueError:
         return False
     return host in CLOUD_HOSTS or host.endswith(".prefect.cloud")
+
+
+def url_userinfo(url):
+    """The ``user:password`` of a URL (a credential: a Prefect server behind basic auth), or None."""
+    try:
+        netloc = urlsplit(url).netloc if isinstance(url, str) else ""
+    except ValueError:
+        return None
+    return netloc.rsplit("@", 1)[0] if "@" in netloc else None
 
 
 def _blank(value):
@@ -144,3 +153,43 @@ def resolve(generation, environ, api_url=None, api_key=None, api_auth_string=Non
                           "set %s, or prefect.token in the config" % (
                               public_url(url), url_source, ", ".join(TOKEN_ENV_VARS)))
     return credentials
+
+
+def _with_reference(value, environ):
+    """A value as written and, for a QHUB_SECRET_ reference, what it stands for instead (the name is no secret)."""
+    if not isinstance(value, str) or not value.strip():
+        return []
+    value = value.strip()
+    if not is_secret_ref(value):
+        return [value]
+    return [environ.get(value[len(SECRET_PREFIX):])]
+
+
+def _url_secrets(url):
+    """A URL holding user:password, whole, and its userinfo as written and as sent (percent-decoded).
+
+    Not the password alone: a short common word would garble every returned string holding it (names,
+    paths, the image) while the userinfo, with its colon, stands for nothing else.
+    """
+    userinfo = url_userinfo(url)
+    if not userinfo:
+        return []
+    return [url, url.strip(), userinfo, unquote(userinfo)]
+
+
+def candidate_secrets(environ, api_url=None, api_key=None, api_auth_string=None, config_token=None):
+    """Every value that is a credential of a run, whichever source the rule picks: the no_log values of a module.
+
+    Masking only the winner would print the others: a losing ``prefect.token`` in a config mapping shows
+    in the task's arguments at -vvv. QHUB_SECRET_ references count by what they stand for (the name is
+    no secret, and masking it would garble the messages that name it).
+    """
+    found = []
+    # The rule takes these as they are set, never as references.
+    found += [environ.get(name) for name in TOKEN_ENV_VARS + (AUTH_STRING_ENV,)]
+    for value in (api_key, api_auth_string, config_token):
+        found += _with_reference(value, environ)
+    for url in [api_url] + [environ.get(name) for name in API_URL_ENV_VARS[PREFECT1]]:
+        if isinstance(url, str):
+            found += _url_secrets(url)
+    return set(value for value in found if isinstance(value, str) and value.strip())

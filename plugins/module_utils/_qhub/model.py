@@ -115,9 +115,14 @@ def parse_quantity(value, path):
     return text
 
 
+def is_secret_ref(value):
+    """True for QHub's ``QHUB_SECRET_<NAME>`` convention: the value stands for the environment variable NAME."""
+    return isinstance(value, str) and value.startswith(SECRET_PREFIX)
+
+
 def resolve_secret_ref(value, path, environ):
     """QHub's convention: the value ``QHUB_SECRET_<NAME>`` stands for the environment variable NAME."""
-    if isinstance(value, str) and value.startswith(SECRET_PREFIX):
+    if is_secret_ref(value):
         name = value[len(SECRET_PREFIX):]
         if not name:
             raise ConfigError(path, "%r names no environment variable" % value)
@@ -335,12 +340,37 @@ def parse_overrides(overrides, environ, path="prefect.overrides"):
         if name in env:
             raise ConfigError("%s.secretEnvVars.%s" % (path, name),
                               "shadows the plain variable %s.envVars.%s" % (path, name))
+    # QHub substitutes QHUB_SECRET_ references in envVars too, so what such a reference stands for is a
+    # secret all the same: it goes where secretEnvVars go (the Secret, secretKeyRef), never into plain env.
+    secret_env.update((name, env.pop(name)) for name in referenced_env_names(overrides))
     if sum(len(k) + len(v.encode("utf-8")) for k, v in secret_env.items()) > MAX_SECRET_BYTES:
         raise ConfigError(path + ".secretEnvVars", "the values add up to more than a Kubernetes Secret holds")
     values = dict((field, value) for field, (_path, value) in found.items())
     _check_request_within_limit(values, found)
     settings = JobSettings(env=env, **values)
     return settings, secret_env
+
+
+def referenced_env_names(overrides):
+    """The names in ``overrides.envVars`` whose value is a QHUB_SECRET_ reference: secrets, not plain env."""
+    env = overrides.get("envVars") if isinstance(overrides, dict) else None
+    if not isinstance(env, dict):
+        return []
+    return sorted(name for name, value in env.items() if is_secret_ref(value))
+
+
+def public_overrides(overrides):
+    """``overrides`` as a task may pass it on: no secretEnvVars, and no envVars entry holding a QHUB_SECRET_ reference.
+
+    What a reference stands for is a secret (parse_overrides): a module finds it in the config itself, by
+    its name in secret_env_names, and a copy of the reference in a plain option would make it plain env again.
+    """
+    out = dict(overrides or {})
+    out.pop("secretEnvVars", None)
+    referenced = referenced_env_names(out)
+    if referenced:
+        out["envVars"] = dict((name, value) for name, value in out["envVars"].items() if name not in referenced)
+    return out
 
 
 def _check_request_within_limit(values, found):

@@ -12,7 +12,9 @@ import hashlib
 import hmac
 import json
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import PREFECT_CLOUD1_API, is_prefect_cloud
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import (
+    PREFECT_CLOUD1_API, is_prefect_cloud, url_userinfo,
+)
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
     FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY_LABEL, OWNER_LABEL, digest,
 )
@@ -118,8 +120,20 @@ def token_keys(spec):
     return ("PREFECT_API_KEY",)
 
 
+def api_url_key(spec):
+    """The env var (and Secret key) of the API URL: the one the agent's or the worker's Prefect reads."""
+    return "PREFECT__CLOUD__API" if spec.is_agent else "PREFECT_API_URL"
+
+
+def api_url_is_secret(spec):
+    """True when the API URL holds user:password: then it is kept in the Secret, never in plain env."""
+    return bool(spec.api_url) and url_userinfo(spec.api_url) is not None
+
+
 def secret_data(spec):
     data = dict(spec.secret_env)
+    if api_url_is_secret(spec):
+        data[api_url_key(spec)] = spec.api_url
     if spec.token:
         for key in token_keys(spec):
             data[key] = spec.token
@@ -132,7 +146,8 @@ def secret_data(spec):
 
 def needs_digest_salt(spec):
     """True when secret values would otherwise be digested with no secret key at all."""
-    return bool(spec.secret_env) and not spec.token and not (spec.auth_string and not spec.is_agent)
+    return (bool(spec.secret_env) or api_url_is_secret(spec)) and not spec.token and \
+        not (spec.auth_string and not spec.is_agent)
 
 
 def secret_digest(spec):
@@ -181,6 +196,13 @@ def _plain(name, value):
     return {"name": name, "value": value}
 
 
+def _api_url_env(spec, url):
+    """The API URL's env entry: a reference to the Secret when the URL holds user:password, else the URL."""
+    if api_url_is_secret(spec):
+        return _secret_ref(spec, api_url_key(spec))
+    return _plain(api_url_key(spec), url)
+
+
 def flow_run(spec):
     """What the agent's flow-run pods get: the same builder as the Prefect 2/3 work pool's template."""
     return FlowRun(spec.job, sorted(spec.secret_env), secret_name=spec.secret_name,
@@ -224,7 +246,7 @@ def agent_env(spec):
     job = spec.job
     api_url = spec.api_url or PREFECT_CLOUD1_API
     env = [
-        _plain("PREFECT__CLOUD__API", api_url),
+        _api_url_env(spec, api_url),
         _plain("PREFECT__BACKEND", "cloud" if is_prefect_cloud(api_url) else "server"),
         _plain("NAMESPACE", spec.namespace),
         _plain("PREFECT__CLOUD__AGENT__AGENT_ADDRESS", "http://0.0.0.0:%d" % PROBE_PORT),
@@ -246,7 +268,7 @@ def agent_env(spec):
 def worker_env(spec):
     env = [
         _plain("HOME", "/home/prefect"),
-        _plain("PREFECT_API_URL", spec.api_url or ""),
+        _api_url_env(spec, spec.api_url or ""),
         _plain("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES", spec.namespace),
         _plain("PREFECT_WORKER_WEBSERVER_HOST", "0.0.0.0"),
         _plain("PREFECT_WORKER_WEBSERVER_PORT", str(PROBE_PORT)),

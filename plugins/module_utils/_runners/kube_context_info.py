@@ -10,8 +10,9 @@ __metaclass__ = type
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.target import KubeTargetError, kube_target
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import kube_auth_argument_spec
 
-# The options that choose the API server, as every module that talks to Kubernetes reads them.
-TARGET_OPTIONS = ("kubeconfig", "context", "host")
+# The options that choose the API server, as every module that talks to Kubernetes reads them: with a token,
+# host needs no kubeconfig; without one, the kubeconfig must hold the credentials (kube_token is never returned).
+TARGET_OPTIONS = ("kubeconfig", "context", "host", "kube_token")
 
 
 def argument_spec():
@@ -22,7 +23,7 @@ def argument_spec():
 def run(module):
     params = module.params
     try:
-        target = kube_target(params["kubeconfig"], params["context"], params["host"])
+        target = kube_target(params["kubeconfig"], params["context"], params["host"], token=params["kube_token"])
     except KubeTargetError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, **target)

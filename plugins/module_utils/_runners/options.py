@@ -17,11 +17,15 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import (
     HAS_URLLIB3, KubeClient, KubeError, URLLIB3_IMPORT_ERROR,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import resolve as resolve_credentials
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import (
+    candidate_secrets, resolve as resolve_credentials,
+)
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import (
     PREFECT1_API, PREFECT3_API, PrefectApiError, PrefectHttpClient,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import config_secrets, load_yaml_strict
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import (
+    config_secret_values, config_secrets, load_yaml_strict,
+)
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
 
 
@@ -89,13 +93,36 @@ def read_qhub_config_file(path):
     return path, load_yaml_strict(text, path)
 
 
+def mask_values(module, values):
+    """Add ``values`` to the module's no_log values; never a blank one, which would mask every space."""
+    module.no_log_values.update(value for value in values if isinstance(value, str) and value.strip())
+
+
+def task_secret_values(params, environ):
+    """Every secret value a task's options and the environment hold or refer to, whichever the rule would pick.
+
+    The candidates of the credential rule (credentials.candidate_secrets), and what a ``qhub_config``
+    mapping or an ``overrides`` option holds (config_secret_values): all of them are the task's arguments
+    or may be echoed, not only the values the run ends up using.
+    """
+    values = set(candidate_secrets(environ, api_url=params.get("api_url"), api_key=params.get("api_key"),
+                                   api_auth_string=params.get("api_auth_string")))
+    if isinstance(params.get("qhub_config"), dict):
+        values |= config_secret_values(params["qhub_config"], environ)
+    if isinstance(params.get("overrides"), dict):
+        values |= config_secret_values({"prefect": {"overrides": params["overrides"]}}, environ)
+    return values
+
+
 def task_config_secrets(module, environ):
     """(secret env, prefect.token) of the task's ``qhub_config``, or ({}, None) without one.
 
     The module reads the config itself, so no secret value ever passes through a task argument, a
     registered result or a variable: qhub_config_info returns none, and the role hands the modules the
-    config's path (or the mapping it was given), never a value read from it.
+    config's path (or the mapping it was given), never a value read from it. Every candidate secret
+    (task_secret_values) is masked first, so none shows even when the config turns out to be invalid.
     """
+    mask_values(module, task_secret_values(module.params, environ))
     source = module.params.get("qhub_config")
     if source is None:
         return {}, None
@@ -108,8 +135,9 @@ def task_config_secrets(module, environ):
             raise ConfigError("qhub_config", "cannot read the QHub config %s: %s" % (source, exc))
     else:
         raise ConfigError("qhub_config", "give the path of a QHub config file or the config as a mapping")
+    mask_values(module, config_secret_values(doc, environ))
     secret_env, config_token = config_secrets(doc, environ)
-    module.no_log_values.update(value for value in secret_env.values() if value)
+    mask_values(module, secret_env.values())
     return secret_env, config_token
 
 
@@ -124,9 +152,7 @@ def module_credentials(module, generation="prefect3", environ=None):
                                           config_token=config_token)
     except ConfigError as exc:
         module.fail_json(msg=str(exc), key=exc.path, changed=False)
-    for secret in (credentials.token, credentials.auth_string):
-        if secret:
-            module.no_log_values.add(secret)
+    mask_values(module, (credentials.token, credentials.auth_string))
     if generation != "prefect1" and not credentials.api_url:
         module.fail_json(msg="api_url: no Prefect API URL: set api_url or PREFECT_API_URL", key="api_url",
                          changed=False)

@@ -8,16 +8,25 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import contextlib
 import json
 import os
 
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import resolve as resolve_credentials
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
-    Applier, FIELD_MANAGER, MANAGED_BY_LABEL, OWNER_LABEL, list_labelled, object_path,
+    Applier, OWNER_LABEL, describe, object_path,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import HAS_URLLIB3, KubeError
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.lock import RunLock, holder_identity, lease_name
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import (
+    PREFECT3_API, PrefectApiError, PrefectHttpClient,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v3 import Prefect3Client
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
-    kube_auth_argument_spec, kube_client, task_config_secrets,
+    kube_auth_argument_spec, kube_client, mask_values, task_config_secrets, task_secret_values,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.ownership import (
+    Ownership, object_key, owned_in, refuse_elsewhere, refuse_takeover, search_elsewhere,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
     ConfigError, DEFAULT_IMAGE, PREFECT1, check_image_version, generation_of_image, parse_overrides, validate_image,
@@ -63,12 +72,15 @@ def build_spec(params, environ, config_secret_env=None, config_token=None):
     if "secretEnvVars" in overrides:
         raise ConfigError("overrides.secretEnvVars", "pass secret env vars in the no_log option secret_env, "
                           "so their values stay out of logs")
-    job, dummy = parse_overrides(overrides, environ, path="overrides")
+    job, referenced = parse_overrides(overrides, environ, path="overrides")
     if config_secret_env is not None:
         secret_env, secret_path = dict(config_secret_env), "prefect.overrides.secretEnvVars"
     else:
         dummy, secret_env = parse_overrides({"secretEnvVars": params["secret_env"] or {}}, environ, path="secret_env")
         secret_path = "secret_env"
+    # An envVars value that is a QHUB_SECRET_ reference is a secret (parse_overrides): it joins the Secret.
+    for name, value in referenced.items():
+        secret_env.setdefault(name, value)
     for name in secret_env:
         if name in job.env:
             raise ConfigError("%s.%s" % (secret_path, name), "shadows the plain variable overrides.envVars.%s" % name)
@@ -96,14 +108,24 @@ def build_spec(params, environ, config_secret_env=None, config_token=None):
     return spec
 
 
-def _ensure_namespace(applier, spec, create):
+def _namespace_exists(applier, spec, create):
+    """True when the namespace is there; creates it if ``create`` (None: only say whether it is there)."""
     path = "/api/v1/namespaces/" + spec.namespace
-    if applier.client.get(path) is not None:
-        return
+    try:
+        if applier.client.get(path) is not None:
+            return True
+    except KubeError as exc:
+        # A deployer bound to a role in this namespace only may read it; one who may not is told by the writes.
+        if exc.status != 403:
+            raise
+        return True
+    if create is None:
+        return False
     if not create:
         raise KubeError("namespace %s does not exist (set create_namespace: true to create it)" % spec.namespace)
     # Created, not owned: state=absent never deletes a namespace.
     applier.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}}, read=False)
+    return not applier.check_mode
 
 
 def _cluster_uid(client, live_deployment):
@@ -136,15 +158,6 @@ def _digest_salt(live_secrets):
             except (ValueError, UnicodeDecodeError):
                 pass
     return base64.b64encode(os.urandom(32)).decode("ascii")
-
-
-def _key(obj):
-    meta = obj["metadata"]
-    return (obj["kind"], meta.get("namespace"), meta["name"])
-
-
-def owner_selector(instance):
-    return "%s=%s,%s=%s" % (MANAGED_BY_LABEL, FIELD_MANAGER, OWNER_LABEL, instance)
 
 
 def _prefect_side(obj):
@@ -180,69 +193,140 @@ def left_in_place(owned_deployments, spec):
     return unique
 
 
-def apply_present(applier, spec, params, notes):
-    """Apply the objects, and remove this QHub deployment's objects the config no longer describes.
+class Run:
+    """One run of the module against one cluster: the reads it made and what it did, in the order it must."""
 
-    With an instance, one labelled list per kind finds every object of this QHub deployment in any
-    namespace (and serves as the read of the objects to apply); without one, each object is read once.
-    Stale Deployments go before anything is applied, so two agents never poll at once; the rest after.
-    """
-    client = applier.client
-    objects = render_objects(spec)
-    stale = []
-    if spec.instance_given:
-        owned = dict((_key(obj), obj) for obj in list_labelled(client, owner_selector(spec.instance)))
-        wanted = set(_key(manifest) for manifest in objects)
-        stale = [obj for key, obj in owned.items() if key not in wanted]
-        live = [owned.get(_key(manifest)) for manifest in objects]
-        # Objects from before this label existed are not listed: read those few directly.
-        live = [obj if obj is not None else client.get(object_path(manifest)) for obj, manifest in zip(live, objects)]
-        notes["prefect_left_in_place"] = left_in_place(
-            [obj for obj in owned.values() if obj["kind"] == "Deployment"], spec)
-    else:
-        live = [client.get(object_path(manifest)) for manifest in objects]
-    for obj in stale:
-        if obj["kind"] == "Deployment":
-            applier.delete_owned(obj, spec.instance, existing=obj, label=OWNER_LABEL)
-    if any(obj is None for obj in live):
-        _ensure_namespace(applier, spec, params["create_namespace"])
-    if needs_digest_salt(spec):
-        spec.digest_salt = _digest_salt([obj for obj in live if obj is not None and obj["kind"] == "Secret"])
-    if not spec.is_agent:
-        spec.cluster_uid, note = _cluster_uid(client, live[-1])
+    def __init__(self, module, spec, applier, notes):
+        self.module = module
+        self.params = module.params
+        self.spec = spec
+        self.applier = applier
+        self.client = applier.client
+        self.notes = notes
+        self.ownership = Ownership(spec.instance, spec.namespace) if spec.instance_given else None
+        self.move_from = [name for name in self.params["move_from"] or [] if name != spec.namespace]
+        self.lock = None
+
+    def check_elsewhere(self):
+        """Stop before writing when this instance runs in a namespace the run was not told it moves from."""
+        if self.ownership is None:
+            return
+        found, note = search_elsewhere(self.client, self.ownership, self.spec.namespace, self.move_from)
         if note:
-            notes["cluster_uid"] = note
-    objects = render_objects(spec)
-    applied = [applier.apply(manifest, existing=existing, read=False) for manifest, existing in zip(objects, live)]
-    for obj in stale:
-        if obj["kind"] != "Deployment":
-            applier.delete_owned(obj, spec.instance, existing=obj, label=OWNER_LABEL)
-    return objects, applied
+            self.notes["other_namespaces"] = note
+            self.module.warn("other namespaces " + note)
+        if found:
+            raise refuse_elsewhere(self.spec.instance, self.spec.namespace, found)
 
+    def owned(self):
+        """(objects here by key, objects in the namespaces moved from): read under the lock."""
+        if self.ownership is None:
+            return {}, []
+        here = owned_in(self.client, self.ownership, self.spec.namespace)
+        moved = []
+        for namespace in self.move_from:
+            moved += list(owned_in(self.client, self.ownership, namespace).values())
+        return here, moved
 
-def apply_absent(applier, spec):
-    """Remove this name's objects (and, with an instance, every object of it in this namespace).
+    def present(self):
+        """Apply the objects, then remove what this QHub deployment no longer uses.
 
-    An instance with objects in another namespace means the config moved the namespace while
-    disabling Prefect: removing only the new namespace would leave the old agent running, so it fails
-    before deleting anything.
-    """
-    client = applier.client
-    if spec.instance_given:
-        owned = list_labelled(client, owner_selector(spec.instance))
-        elsewhere = sorted(set(obj["metadata"]["namespace"] for obj in owned
-                               if obj["metadata"].get("namespace") != spec.namespace))
-        if elsewhere:
-            raise ConfigError("namespace", "this QHub deployment (%s) has its agent or worker in the namespace %s, "
-                              "but the config names %s while prefect.enabled is false: set namespace back to %s to "
-                              "remove it there, or enable Prefect to move it" % (
-                                  spec.instance, ", ".join(elsewhere), spec.namespace, elsewhere[0]))
-        for obj in owned:
-            applier.delete_owned(obj, spec.instance, existing=obj, label=OWNER_LABEL)
-    done = set((item["kind"], item["namespace"], item["name"]) for item in applier.results)
-    for stub in owned_object_stubs(spec.name, spec.namespace):
-        if _key(stub) not in done:
-            applier.delete_owned(stub, spec.name)
+        The old agent or worker (another generation's Deployment here, or the one in the namespace moved
+        from) goes only once the new one is applied and, with the wait on, Ready and ONLINE: anything
+        that fails on the way leaves it running.
+        """
+        spec, client = self.spec, self.client
+        objects = render_objects(spec)
+        here, moved = self.owned()
+        live = [here.get(object_key(manifest)) for manifest in objects]
+        # Objects from before the instance label, or at our names with another's: read those few directly.
+        live = [obj if obj is not None else client.get(object_path(manifest)) for obj, manifest in zip(live, objects)]
+        if self.ownership is not None and not self.params["force"]:
+            refused = refuse_takeover(live, self.ownership)
+            if refused:
+                raise refused
+        wanted = set(object_key(manifest) for manifest in objects)
+        stale = [obj for key, obj in here.items() if key not in wanted] + moved
+        if self.ownership is not None:
+            self.notes["prefect_left_in_place"] = left_in_place(
+                [obj for obj in list(here.values()) + moved if obj["kind"] == "Deployment"], spec)
+        if needs_digest_salt(spec):
+            spec.digest_salt = _digest_salt([obj for obj in live if obj is not None and obj["kind"] == "Secret"])
+        if not spec.is_agent:
+            spec.cluster_uid, note = _cluster_uid(client, live[-1])
+            if note:
+                self.notes["cluster_uid"] = note
+        objects = render_objects(spec)
+        old = [obj for obj in stale if obj["kind"] == "Deployment"]
+        try:
+            applied = [self.applier.apply(manifest, existing=existing, read=False)
+                       for manifest, existing in zip(objects, live)]
+            if self.params["wait"] and not self.module.check_mode:
+                # The Deployment as the apply left it: an unchanged, available one needs no further read.
+                # The Secret's values are masked in whatever the pods say (their logs above all).
+                wait_for_rollout(client, objects[-1], self.params["wait_timeout"], current=applied[-1],
+                                 secrets=secret_data(spec).values())
+                if old and not spec.is_agent:
+                    self._wait_online()
+        except (KubeError, PrefectApiError) as exc:
+            if old:
+                raise KubeError("%s. Nothing old was deleted: the old %s still runs (%s)" % (
+                    str(exc).rstrip("."), "agent or worker", ", ".join(describe(obj) for obj in old)),
+                    getattr(exc, "status", None), getattr(exc, "body", None))
+            raise
+        self.remove(stale)
+        return objects, applied
+
+    def _wait_online(self):
+        """Before the old poller goes, a worker of this name polls the pool."""
+        spec = self.spec
+        http = PrefectHttpClient(spec.api_url, api_key=spec.token, auth_string=spec.auth_string, api=PREFECT3_API)
+        try:
+            Prefect3Client(http).wait_for_online_worker(spec.work_pool or spec.name, name_prefix=spec.name,
+                                                        timeout=self.params["wait_timeout"])
+        finally:
+            self.notes["prefect_requests"] = http.requests
+
+    def remove(self, stale):
+        """Delete ``stale`` (Deployments first, so no pod runs on without its Secret and RBAC)."""
+        if stale and self.lock is not None:
+            # A lock lost while waiting (a renewal refused) means another run may have written since our reads.
+            self.lock.check()
+        deployments = [obj for obj in stale if obj["kind"] == "Deployment"]
+        rest = [obj for obj in stale if obj["kind"] != "Deployment"]
+        deleted = [self.applier.delete_owned(obj, self.spec.instance, existing=obj, label=OWNER_LABEL,
+                                             owners=self.ownership.values) for obj in deployments]
+        if self.params["wait"] and not self.module.check_mode:
+            # Foreground: the Deployment is gone once its pods are, so the run ends with one poller.
+            for obj in deleted:
+                if obj is not None:
+                    self.applier.wait_gone(obj, self.params["wait_timeout"])
+        for obj in rest:
+            self.applier.delete_owned(obj, self.spec.instance, existing=obj, label=OWNER_LABEL,
+                                      owners=self.ownership.values)
+
+    def absent(self, namespace_exists):
+        """Remove this deployment's objects here (and in the namespaces moved from)."""
+        spec = self.spec
+        if self.ownership is not None:
+            here, moved = self.owned()
+            self.remove(list(here.values()) + moved)
+        if not namespace_exists:
+            return
+        done = set((item["kind"], item["namespace"], item["name"]) for item in self.applier.results)
+        for stub in owned_object_stubs(spec.name, spec.namespace):
+            if object_key(stub) in done:
+                continue
+            existing = self.client.get(object_path(stub))
+            if existing is None:
+                continue
+            if self.ownership is not None and self.ownership.claimant(existing):
+                # Another QHub deployment's object at this name: never ours to remove.
+                self.applier.results.append({"kind": stub["kind"], "name": stub["metadata"]["name"],
+                                             "namespace": spec.namespace, "action": "skipped",
+                                             "before": None, "after": None})
+                continue
+            self.applier.delete_owned(stub, spec.name, existing=existing)
 
 
 def argument_spec():
@@ -267,6 +351,8 @@ def argument_spec():
         wait=dict(type="bool", default=False),
         wait_timeout=dict(type="int", default=120),
         force=dict(type="bool", default=False),
+        move_from=dict(type="list", elements="str"),
+        lock_timeout=dict(type="int", default=60),
         qhub_config=dict(type="raw"),
     )
     spec.update(kube_auth_argument_spec())
@@ -274,6 +360,14 @@ def argument_spec():
 
 
 MUTUALLY_EXCLUSIVE = [("qhub_config", "secret_env")]
+
+
+def _locked(module, spec, client, namespace_exists):
+    """The run lock of this QHub deployment, or a stand-in where none is taken (check mode, no namespace)."""
+    if module.check_mode or not namespace_exists:
+        return contextlib.nullcontext()
+    return RunLock(client, spec.namespace, lease_name(spec.instance), holder_identity(os.environ),
+                   timeout=module.params["lock_timeout"])
 
 
 def run(module):
@@ -286,24 +380,26 @@ def run(module):
     except ConfigError as exc:
         module.fail_json(msg=str(exc), key=exc.path)
     # Whatever the source (an option, the config, the environment), no secret value may reach the output.
-    module.no_log_values.update(value for value in secret_data(spec).values() if value)
+    mask_values(module, list(secret_data(spec).values()) + sorted(task_secret_values(params, os.environ)))
     client = kube_client(module)
     applier = Applier(client, check_mode=module.check_mode, force=params["force"])
     result = {"name": spec.name, "namespace": spec.namespace, "generation": spec.generation}
     notes = {}
+    this_run = Run(module, spec, applier, notes)
     try:
-        if params["state"] == "absent":
-            apply_absent(applier, spec)
-        else:
-            objects, applied = apply_present(applier, spec, params, notes)
-            # Check mode changed nothing, so there is no rollout to wait for.
-            if params["wait"] and not module.check_mode:
-                # The Deployment as the apply left it: an unchanged, available one needs no further read.
-                # The Secret's values are masked in whatever the pods say (their logs above all).
-                wait_for_rollout(client, objects[-1], params["wait_timeout"], current=applied[-1],
-                                 secrets=secret_data(spec).values())
+        # Read-only, before anything is written: a refusal leaves the cluster as it was.
+        this_run.check_elsewhere()
+        exists = _namespace_exists(applier, spec, params["create_namespace"] if params["state"] == "present" else None)
+        with _locked(module, spec, client, exists) as lock:
+            if lock is not None:
+                notes["lock"] = {"kind": lock.kind, "name": lock.name, "namespace": spec.namespace}
+            this_run.lock = lock
+            if params["state"] == "absent":
+                this_run.absent(exists)
+            else:
+                objects, applied = this_run.present()
     except ConfigError as exc:
-        module.fail_json(msg=str(exc), key=exc.path, objects=_summary(applier), **result)
+        module.fail_json(msg=str(exc), key=exc.path, objects=_summary(applier), requests=client.requests, **result)
     except KubeError as exc:
         module.fail_json(msg=str(exc), objects=_summary(applier), requests=client.requests, **result)
     result.update(changed=applier.changed, objects=_summary(applier), requests=client.requests)

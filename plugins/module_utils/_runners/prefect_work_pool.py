@@ -42,8 +42,10 @@ def derived_template(params, base=None):
         raise ConfigError("overrides.secretEnvVars", "secret values are not accepted by prefect_work_pool, since "
                           "they would be stored in the pool as plain text: give their names in secret_env_names "
                           "and the Secret that holds them in secret_name")
-    job, _secret_env = parse_overrides(overrides, dict(os.environ), path="overrides")
-    names = params["secret_env_names"] or []
+    job, referenced = parse_overrides(overrides, dict(os.environ), path="overrides")
+    # An envVars value that is a QHUB_SECRET_ reference is a secret (parse_overrides): the pool gets its
+    # name, as a secretKeyRef into the Secret, never the value.
+    names = list(params["secret_env_names"] or []) + sorted(referenced)
     for index, name in enumerate(names):
         if not isinstance(name, str) or not _ENV_NAME.match(name):
             raise ConfigError("secret_env_names[%d]" % index, "%r is not a valid environment variable name" % (name,))
@@ -51,7 +53,8 @@ def derived_template(params, base=None):
             raise ConfigError("secret_env_names[%d]" % index, "%s is also a plain variable in overrides.envVars" % name)
     secret_name = params["secret_name"]
     if names and not secret_name:
-        raise ConfigError("secret_name", "required with secret_env_names: the Secret the flow runs read them from")
+        raise ConfigError("secret_name", "required with secret_env_names or QHUB_SECRET_ references in "
+                          "overrides.envVars: the Secret the flow runs read them from")
     if secret_name and (len(secret_name) > 253 or not _DNS_SUBDOMAIN.match(secret_name)):
         raise ConfigError("secret_name", "%r is not a valid Secret name" % secret_name)
     if params["job_namespace"] is not None:

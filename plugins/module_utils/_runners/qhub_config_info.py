@@ -9,9 +9,12 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import parse_qhub_config, prefect_block
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import read_qhub_config_file
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import (
+    config_secret_values, parse_qhub_config, prefect_block,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import candidate_secrets
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError, public_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import mask_values, read_qhub_config_file
 
 REQUIRED_ONE_OF = [("path", "config")]
 MUTUALLY_EXCLUSIVE = [("path", "config")]
@@ -35,6 +38,13 @@ def run(module):
     params = module.params
     result = {"changed": False}
     doc = params["config"]
+    # The api_url option is this task's argument, shown at -vvv: a user:password in it is masked, from the start.
+    mask_values(module, candidate_secrets({}, api_url=params["api_url"]))
+    if doc is not None:
+        # So is the mapping, with every candidate secret it holds or refers to, winner or not, valid or not.
+        # From a file nothing returned holds a secret, and none is masked: Ansible masks no_log values as
+        # substrings of every returned string, and a short token would garble the returned path.
+        mask_values(module, config_secret_values(doc, os.environ) | candidate_secrets(os.environ))
     try:
         if params["path"]:
             try:
@@ -47,14 +57,11 @@ def run(module):
     except ConfigError as exc:
         module.fail_json(msg="invalid QHub config: %s" % exc, key=exc.path, **result)
     if params["config"] is not None:
-        # The mapping is this task's argument, shown (verbose) as the invocation: its secrets are masked there.
-        # From a file nothing returned holds a secret, and none is masked: Ansible masks no_log values as
-        # substrings of every returned string, and a short token would garble the returned path.
-        module.no_log_values.update(value for value in list(config.secret_env.values()) + [config.token] if value)
+        mask_values(module, list(config.secret_env.values()) + [config.token])
     public = config.public()
-    overrides = dict(prefect_block(doc).get("overrides") or {})
-    overrides.pop("secretEnvVars", None)
-    public["overrides"] = overrides
+    # The role passes these on as plain options: without secretEnvVars, and without the envVars that are
+    # QHUB_SECRET_ references (secrets too, named in secret_env_names; the modules read them from the config).
+    public["overrides"] = public_overrides(prefect_block(doc).get("overrides"))
     result["namespace"] = public.pop("namespace")
     result["prefect"] = public
     module.exit_json(**result)
