@@ -112,8 +112,9 @@ def test_check_mode_then_apply_then_rerun_then_absent(testbed, kube_admin, uniqu
 
     removed = run_module("prefect_agent_config", dict(args, state="absent"))
     assert removed.rc == 0 and removed["changed"] is True, removed
-    assert read_all(kube_admin, unique_namespace) == {}
+    # A rerun while the Foreground delete finishes has nothing left to do.
     assert run_module("prefect_agent_config", dict(args, state="absent"))["changed"] is False
+    wait_for(lambda: read_all(kube_admin, unique_namespace) == {}, 60, what="the objects gone")
 
 
 def test_check_mode_changes_nothing_on_a_live_deployment(testbed, kube_admin, unique_namespace):
@@ -216,7 +217,7 @@ def test_absent_leaves_unowned_objects_with_the_same_prefix(testbed, kube_admin,
     assert sorted((o["kind"], o["action"]) for o in removed["objects"]) == sorted(
         [("Deployment", "deleted"), ("Secret", "deleted"), ("RoleBinding", "deleted"), ("Role", "deleted"),
          ("ServiceAccount", "deleted")])
-    assert read_all(kube_admin, unique_namespace) == {}
+    wait_for(lambda: read_all(kube_admin, unique_namespace) == {}, 60, what="the objects gone")
     core.read_namespaced_config_map("prefect-worker-settings", unique_namespace)
     core.read_namespaced_service_account("prefect-worker-2", unique_namespace)
 

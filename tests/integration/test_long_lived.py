@@ -110,7 +110,9 @@ def test_generation_switch_leaves_one_deployment_and_nothing_of_the_old_one(
 
     switched = deploy(tmp_path, config, env, extra=extra)
     assert switched.rc == 0, switched
-    assert deployments_in(kube_admin, unique_namespace) == [(unique_namespace, "prefect-worker")]
+    # Deleted Foreground: with the wait off the run does not stay for the garbage collector.
+    wait_for(lambda: deployments_in(kube_admin, unique_namespace) == [(unique_namespace, "prefect-worker")], 60,
+             what="the old Deployment gone")
     assert managed_in(kube_admin, unique_namespace) == objects_of("prefect-worker", unique_namespace)
     assert owned(kube_admin, project) == objects_of("prefect-worker", unique_namespace)
     core = k8s.CoreV1Api(kube_admin)
@@ -147,7 +149,8 @@ def test_namespace_move_leaves_one_deployment(testbed, kube_admin, unique_namesp
 
     moved = deploy(tmp_path, config, env, extra=extra)
     assert moved.rc == 0, moved
-    assert deployments_in(kube_admin, unique_namespace, second_namespace) == [(second_namespace, "prefect-worker")]
+    wait_for(lambda: deployments_in(kube_admin, unique_namespace, second_namespace) == [
+        (second_namespace, "prefect-worker")], 60, what="the old Deployment gone")
     assert managed_in(kube_admin, unique_namespace) == set()
     assert owned(kube_admin, project) == objects_of("prefect-worker", second_namespace)
     assert k8s.CoreV1Api(kube_admin).list_namespaced_secret(unique_namespace, label_selector=MANAGED).items == []
@@ -164,7 +167,7 @@ def test_namespace_move_leaves_one_deployment(testbed, kube_admin, unique_namesp
     config["namespace"] = second_namespace
     removed = deploy(tmp_path, config, env, extra=extra)
     assert removed.rc == 0, removed
-    assert owned(kube_admin, project) == set()
+    wait_for(lambda: owned(kube_admin, project) == set(), 60, what="the objects gone")
 
 
 def test_objects_of_another_instance_or_without_the_labels_are_never_touched(testbed, kube_admin, unique_namespace,

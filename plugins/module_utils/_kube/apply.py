@@ -234,7 +234,8 @@ class Applier:
         path = object_path(manifest)
         if existing is None:
             existing = self.client.get(path)
-        if existing is None:
+        if existing is None or existing["metadata"].get("deletionTimestamp"):
+            # Already on its way out (a Foreground delete waits for its pods): nothing left to do.
             return None
         labels = existing["metadata"].get("labels") or {}
         if labels.get(MANAGED_BY_LABEL) != FIELD_MANAGER or labels.get(label) not in (owners or (instance,)):
@@ -348,4 +349,6 @@ def list_deployments_everywhere(client, selector):
         if exc.status == 403:
             return None
         raise
-    return sorted((item["metadata"].get("namespace"), item["metadata"]["name"]) for item in body.get("items") or [])
+    # One being deleted (a move's old Deployment while its pods stop) is no longer there for this question.
+    return sorted((item["metadata"].get("namespace"), item["metadata"]["name"]) for item in body.get("items") or []
+                  if not item["metadata"].get("deletionTimestamp"))

@@ -372,6 +372,8 @@ def _locked(module, spec, client, namespace_exists):
 
 def run(module):
     params = module.params
+    # Every candidate secret is masked before anything can fail and print the invocation.
+    mask_values(module, sorted(task_secret_values(params, os.environ)))
     try:
         config_secret_env, config_token = None, None
         if params["state"] == "present" and params["qhub_config"] is not None:
@@ -380,7 +382,7 @@ def run(module):
     except ConfigError as exc:
         module.fail_json(msg=str(exc), key=exc.path)
     # Whatever the source (an option, the config, the environment), no secret value may reach the output.
-    mask_values(module, list(secret_data(spec).values()) + sorted(task_secret_values(params, os.environ)))
+    mask_values(module, list(secret_data(spec).values()))
     client = kube_client(module)
     applier = Applier(client, check_mode=module.check_mode, force=params["force"])
     result = {"name": spec.name, "namespace": spec.namespace, "generation": spec.generation}
