@@ -20,6 +20,8 @@ bash tests/testbed/install-image-tools.sh
 say "virtual environments (.venv for Ansible and tests; a separate one for the Prefect server)"
 # sed, not head: head exits after one line, and under pipefail the script's SIGPIPE on the second fails setup.
 PY=$(bash tests/testbed/install-venvs.sh | sed -n 1p)
+say "execution environment tools (podman; ansible-runner in .venv, next to ansible-builder)"
+bash tests/testbed/install-ee-tools.sh
 export PATH="$REPO/.venv/bin:$PATH"
 mkdir -p .collections/ansible_collections/qhub
 [[ -e .collections/ansible_collections/qhub/prefect ]] || ln -s ../../.. .collections/ansible_collections/qhub/prefect

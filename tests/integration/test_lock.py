@@ -135,8 +135,8 @@ def test_the_holder_renews_and_notices_when_the_lease_is_taken_from_it(testbed, 
     assert read_lease(kube_admin, unique_namespace, name).spec.holder_identity == "host=thief"
 
 
-def test_release_deletes_a_lease_edited_while_held_but_no_stale_delete_passes(testbed, kube_admin,
-                                                                               unique_namespace, name):
+def test_release_deletes_a_lease_edited_while_held_but_no_stale_delete_passes(
+        testbed, kube_admin, unique_namespace, name):
     client = admin_client(testbed)
     lock = RunLock(client, unique_namespace, name, "host=holder", duration=300).acquire()
     lease = read_lease(kube_admin, unique_namespace, name)
@@ -176,8 +176,8 @@ def namespace_admin_client(testbed, token):
     return KubeClient(host=testbed.api_server, token=token, ca_cert=testbed.ca_file)
 
 
-def test_a_namespace_admin_locks_with_a_configmap_that_excludes_every_other_run(testbed, kube_admin, unique_namespace,
-                                                                              name, namespace_admin_token):
+def test_a_namespace_admin_locks_with_a_configmap_that_excludes_every_other_run(
+        testbed, kube_admin, unique_namespace, name, namespace_admin_token):
     client = namespace_admin_client(testbed, namespace_admin_token)
     # The premise: admin in one namespace may not even read a Lease there.
     with pytest.raises(KubeError) as forbidden:

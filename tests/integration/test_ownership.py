@@ -128,6 +128,21 @@ def test_objects_of_the_old_namespace_label_are_adopted(testbed, kube_admin, mak
     assert deployment.metadata.labels["qhub.prefect/instance"] == namespace + ".ns"
 
 
+def test_objects_from_before_the_instance_label_are_adopted(testbed, kube_admin, unique_namespace, tmp_path):
+    # The module without instance writes what versions before the label wrote: managed-by, no instance.
+    project = "adopt-" + uuid.uuid4().hex[:6]
+    pool = "own-" + project
+    old = run_module("prefect_agent_config", {"namespace": unique_namespace, "api_url": testbed.prefect_api_url,
+                                              "kubeconfig": testbed.kubeconfig, "work_pool": pool})
+    assert old.rc == 0, old
+    uids = objects_in(kube_admin, unique_namespace)
+    adopted = deploy(tmp_path, config_of(unique_namespace, project), env_of(testbed))
+    assert adopted.rc == 0, adopted
+    assert objects_in(kube_admin, unique_namespace) == uids
+    deployment = k8s.AppsV1Api(kube_admin).read_namespaced_deployment("prefect-worker", unique_namespace)
+    assert deployment.metadata.labels["qhub.prefect/instance"] == project
+
+
 def test_a_move_needs_move_from_and_then_leaves_one_worker(testbed, kube_admin, make_namespace, tmp_path):
     old, new = make_namespace(), make_namespace()
     project = "move-" + uuid.uuid4().hex[:6]

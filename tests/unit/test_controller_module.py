@@ -434,6 +434,6 @@ def test_every_candidate_secret_is_masked_alike(name, clean_env, launched, capsy
     assert got == expected
     text = json.dumps(expected)
     assert expected["invocation"]["module_args"]
-    leaked = [value for value in list(CANDIDATE_ENV.values()) + ["cand-literal-token", "cand-secret-literal",
-                                                                  "cand-url-password"] if value in text]
+    candidates = list(CANDIDATE_ENV.values()) + ["cand-literal-token", "cand-secret-literal", "cand-url-password"]
+    leaked = [value for value in candidates if value in text]
     assert not leaked, text

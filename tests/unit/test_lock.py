@@ -394,7 +394,7 @@ def test_the_renewer_thread_renews_until_released(cluster):
     # Real time here: a 0.03 s lease is renewed every 0.01 s by the thread; nothing below is timed.
     lock = RunLock(Client(cluster), NS, NAME, "host=a", duration=0.03).acquire()
     try:
-        for _ in range(2):
+        for dummy in range(2):
             cluster.put_seen.clear()
             assert cluster.put_seen.wait(30), "no renewal"
         assert not lock.lost

@@ -255,8 +255,8 @@ def test_a_config_mapping_gives_every_secret_it_holds_even_when_invalid():
 
 def test_a_module_masks_the_losing_config_token_and_the_urls_userinfo_before_reading_the_config():
     environ = {"QHUB_SECRET_PREFECT_TOKEN": "winner-token", "PREFECT_API_KEY": "loser-key"}
-    doc = {"namespace": "dev", "prefect": {"enabled": True, "token": "literal-loser",
-                                          "overrides": {"envVars": {"X": "QHUB_SECRET_UNSET"}}}}
+    doc = {"namespace": "dev", "prefect": {
+        "enabled": True, "token": "literal-loser", "overrides": {"envVars": {"X": "QHUB_SECRET_UNSET"}}}}
     module = FakeModule({"qhub_config": doc, "api_url": URL % "option-pass", "api_key": None,
                          "api_auth_string": None})
     with pytest.raises(ConfigError):

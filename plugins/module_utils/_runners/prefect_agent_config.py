@@ -8,7 +8,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
-import contextlib
 import json
 import os
 
@@ -17,7 +16,9 @@ from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
     Applier, OWNER_LABEL, describe, object_path,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import HAS_URLLIB3, KubeError
-from ansible_collections.qhub.prefect.plugins.module_utils._kube.lock import RunLock, holder_identity, lease_name
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.lock import (
+    LockError, RunLock, holder_identity, lease_name,
+)
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import (
     PREFECT3_API, PrefectApiError, PrefectHttpClient,
 )
@@ -362,12 +363,26 @@ def argument_spec():
 MUTUALLY_EXCLUSIVE = [("qhub_config", "secret_env")]
 
 
-def _locked(module, spec, client, namespace_exists):
-    """The run lock of this QHub deployment, or a stand-in where none is taken (check mode, no namespace)."""
-    if module.check_mode or not namespace_exists:
-        return contextlib.nullcontext()
-    return RunLock(client, spec.namespace, lease_name(spec.instance), holder_identity(os.environ),
+def _take_lock(module, spec, applier):
+    """(the run lock of this QHub deployment, held, or None; whether the namespace exists).
+
+    The lock lives in the namespace, so its creation also says whether the namespace exists: only a
+    first run (or a removal where nothing is left) pays a read of the namespace. Check mode takes no lock.
+    """
+    create = module.params["create_namespace"] if module.params["state"] == "present" else None
+    if module.check_mode:
+        return None, _namespace_exists(applier, spec, create)
+    lock = RunLock(applier.client, spec.namespace, lease_name(spec.instance), holder_identity(os.environ),
                    timeout=module.params["lock_timeout"])
+    try:
+        lock.acquire()
+    except LockError as exc:
+        if exc.status != 404:
+            raise
+        if not _namespace_exists(applier, spec, create):
+            return None, False
+        lock.acquire()
+    return lock, True
 
 
 def run(module):
@@ -391,15 +406,18 @@ def run(module):
     try:
         # Read-only, before anything is written: a refusal leaves the cluster as it was.
         this_run.check_elsewhere()
-        exists = _namespace_exists(applier, spec, params["create_namespace"] if params["state"] == "present" else None)
-        with _locked(module, spec, client, exists) as lock:
+        lock, exists = _take_lock(module, spec, applier)
+        try:
             if lock is not None:
                 notes["lock"] = {"kind": lock.kind, "name": lock.name, "namespace": spec.namespace}
             this_run.lock = lock
             if params["state"] == "absent":
                 this_run.absent(exists)
             else:
-                objects, applied = this_run.present()
+                this_run.present()
+        finally:
+            if lock is not None:
+                lock.release()
     except ConfigError as exc:
         module.fail_json(msg=str(exc), key=exc.path, objects=_summary(applier), requests=client.requests, **result)
     except KubeError as exc:
