@@ -23,3 +23,23 @@ def labelled(api_client, selector, namespace=None):
                  else in_namespace(namespace, label_selector=selector)).items
         found += [(kind, item) for item in items]
     return found
+
+
+def read_lease(api_client, namespace, name):
+    """The Lease, or None."""
+    try:
+        return k8s.CoordinationV1Api(api_client).read_namespaced_lease(name, namespace)
+    except k8s.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def read_configmap(api_client, namespace, name):
+    """The ConfigMap, or None."""
+    try:
+        return k8s.CoreV1Api(api_client).read_namespaced_config_map(name, namespace)
+    except k8s.ApiException as error:
+        if error.status == 404:
+            return None
+        raise

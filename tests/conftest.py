@@ -101,3 +101,28 @@ def node(testbed):
     if not has_node(testbed):
         pytest.skip(NO_NODE_REASON)
     return testbed
+
+
+@pytest.fixture
+def make_namespace(kube_admin):
+    """Makes fresh namespaces for one test (``make(prefix="t-")``); deletes them after it."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core = client.CoreV1Api(kube_admin)
+    made = []
+
+    def make(prefix="t-"):
+        name = prefix + uuid.uuid4().hex[:8]
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+            name=name, labels={"qhub-prefect-test": "true"})))
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        try:
+            core.delete_namespace(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise

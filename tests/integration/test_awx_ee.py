@@ -46,27 +46,6 @@ def ee():
     return ee_build.build_ee()
 
 
-@pytest.fixture
-def make_namespace(kube_admin):
-    core = k8s.CoreV1Api(kube_admin)
-    made = []
-
-    def make(prefix="t-"):
-        name = prefix + uuid.uuid4().hex[:8]
-        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name,
-                                                                        labels={"qhub-prefect-test": "true"})))
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        try:
-            core.delete_namespace(name)
-        except k8s.ApiException as error:
-            if error.status != 404:
-                raise
-
-
 def canaries():
     return {"prefect_token": "awx-prefect-key-" + uuid.uuid4().hex, "database_password": "awx-db-" + uuid.uuid4().hex}
 

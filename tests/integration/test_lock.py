@@ -16,6 +16,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import K
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.lock import (
     LEADER_ANNOTATION, LockError, RunLock, lease_name,
 )
+from tests.cluster_objects import read_configmap, read_lease
 from tests.worker_process import mint_token, wait_for
 
 LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s"
@@ -25,24 +26,6 @@ def admin_client(testbed):
     if testbed.admin_token is None:  # an existing cluster: its kubeconfig says how to authenticate
         return KubeClient(kubeconfig=testbed.kubeconfig)
     return KubeClient(host=testbed.api_server, token=testbed.admin_token, ca_cert=testbed.ca_file)
-
-
-def read_lease(kube_admin, namespace, name):
-    try:
-        return k8s.CoordinationV1Api(kube_admin).read_namespaced_lease(name, namespace)
-    except k8s.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-
-
-def read_configmap(kube_admin, namespace, name):
-    try:
-        return k8s.CoreV1Api(kube_admin).read_namespaced_config_map(name, namespace)
-    except k8s.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
 
 
 @pytest.fixture

@@ -15,33 +15,11 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.ansible_cli import run_module, run_playbook
-from tests.cluster_objects import MANAGED, labelled
+from tests.cluster_objects import MANAGED, labelled, read_lease
 from tests.worker_process import mint_token, service_account_kubeconfig, wait_for
 
 PREFECT3_IMAGE = "prefecthq/prefect:3-python3.11-kubernetes"
 WORKER_OBJECTS = ("ServiceAccount", "Role", "RoleBinding", "Secret", "Deployment")
-
-
-@pytest.fixture
-def make_namespace(kube_admin):
-    """Creates namespaces for one test; deletes them after it."""
-    core = k8s.CoreV1Api(kube_admin)
-    made = []
-
-    def make():
-        name = "t-" + uuid.uuid4().hex[:8]
-        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name,
-                                                                        labels={"qhub-prefect-test": "true"})))
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        try:
-            core.delete_namespace(name)
-        except k8s.ApiException as error:
-            if error.status != 404:
-                raise
 
 
 def env_of(testbed, kubeconfig=None):
@@ -217,15 +195,6 @@ def test_when_the_new_one_is_refused_the_old_one_stays_and_the_error_says_where(
     assert objects_in(kube_admin, old) == before
 
 
-def lease(kube_admin, namespace, name):
-    try:
-        return k8s.CoordinationV1Api(kube_admin).read_namespaced_lease(name, namespace)
-    except k8s.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-
-
 def hold_lease(kube_admin, namespace, name, holder, renewed):
     k8s.CoordinationV1Api(kube_admin).create_namespaced_lease(namespace, k8s.V1Lease(
         metadata=k8s.V1ObjectMeta(name=name), spec=k8s.V1LeaseSpec(
@@ -253,7 +222,7 @@ def test_a_held_lease_makes_a_second_run_wait_then_fail_naming_the_holder(testbe
     taken = run_module("prefect_agent_config", module_args(testbed, unique_namespace, instance, lock_timeout=3))
     assert taken.rc == 0, taken
     assert taken["lock"] == {"kind": "Lease", "name": name, "namespace": unique_namespace}
-    assert lease(kube_admin, unique_namespace, name) is None  # released at the end
+    assert read_lease(kube_admin, unique_namespace, name) is None  # released at the end
 
 
 def test_two_runs_started_together_ten_times_one_waits_and_no_object_is_lost(testbed, kube_admin, unique_namespace):
@@ -271,7 +240,7 @@ def test_two_runs_started_together_ten_times_one_waits_and_no_object_is_lost(tes
         env = k8s.AppsV1Api(kube_admin).read_namespaced_deployment(
             "prefect-worker", unique_namespace).spec.template.spec.containers[0].env
         assert {"ROUND": str(round_number)}.items() <= dict((e.name, e.value) for e in env).items()
-    assert lease(kube_admin, unique_namespace, "qhub-prefect-" + instance) is None
+    assert read_lease(kube_admin, unique_namespace, "qhub-prefect-" + instance) is None
 
 
 def namespace_admin_kubeconfig(testbed, kube_admin, namespace, tmp_path):
