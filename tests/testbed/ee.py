@@ -164,15 +164,7 @@ def runtime_digest(tarball):
 def host_pip_ca():
     """The CA bundle the host's pip verifies the index with (PIP_CERT, pip's `cert` setting, the system's)."""
     candidates = [os.environ.get("PIP_CERT")]
-    try:
-        listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                                 check=False, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        listing = ""
-    for line in listing.splitlines():
-        key, _sep, value = line.partition("=")
-        if key.split(".", 1)[-1] == "cert":
-            candidates.append(value.strip().strip("'\""))
+    candidates += [value for option, value in images.host_pip_config() if option == "cert"]
     candidates += [os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"]
     return next((Path(c) for c in candidates if c and os.path.isfile(c)), None)
 

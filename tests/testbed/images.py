@@ -308,19 +308,24 @@ def _pip_env(root):
     return env
 
 
-def _host_pip_indexes():
-    """The host's index settings that also work from a chroot (HTTP(S) URLs; file:// paths do not exist there)."""
-    settings = {}
+def host_pip_config():
+    """[(option, value)] of the host's `pip config list` (``global.index-url`` gives ``index-url``)."""
     try:
         listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
                                  check=False, timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
         listing = ""
+    out = []
     for line in listing.splitlines():
         key, value = line.split("=", 1) if "=" in line else (line, "")
-        option = key.split(".", 1)[-1]
-        if option in ("index-url", "extra-index-url"):
-            settings[option] = value.strip().strip("'\"")
+        out.append((key.split(".", 1)[-1], value.strip().strip("'\"")))
+    return out
+
+
+def _host_pip_indexes():
+    """The host's index settings that also work from a chroot (HTTP(S) URLs; file:// paths do not exist there)."""
+    settings = dict((option, value) for option, value in host_pip_config()
+                    if option in ("index-url", "extra-index-url"))
     for option in ("index-url", "extra-index-url"):
         env_value = os.environ.get("PIP_" + option.replace("-", "_").upper())
         if env_value:

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeError
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeClient, KubeError
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.lock import (
     LEADER_ANNOTATION, LockError, RunLock, holder_identity, lease_name, micro_time, parse_time, rfc3339,
 )
@@ -164,13 +164,8 @@ class Client:
             raise error
         return self.cluster.handle(method, path, body)
 
-    def get(self, path):
-        try:
-            return self.request("GET", path)[1]
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
+    # The real client's: a 404 is None, as the lock expects.
+    get = KubeClient.get
 
 
 def make_lock(client, time_, holder="host=a user=ops pid=1", **kwargs):

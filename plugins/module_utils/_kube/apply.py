@@ -239,7 +239,7 @@ class Applier:
             return None
         labels = existing["metadata"].get("labels") or {}
         if labels.get(MANAGED_BY_LABEL) != FIELD_MANAGER or labels.get(label) not in (owners or (instance,)):
-            self._record(manifest, "skipped", existing, existing)
+            self.skip(manifest, existing)
             return None
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground",
                 "preconditions": {"uid": existing["metadata"].get("uid")}}
@@ -256,6 +256,10 @@ class Applier:
                 raise KubeError("%s: cannot delete it: %s" % (describe(manifest), exc), exc.status, exc.body)
         self._record(manifest, "deleted", existing, None)
         return existing
+
+    def skip(self, manifest, existing):
+        """Record an object left alone (not this run's to change)."""
+        self._record(manifest, "skipped", existing, existing)
 
     def wait_gone(self, obj, timeout, interval=1.0, clock=None, sleep=None):
         """Wait until ``obj`` (as read before its delete) is gone: for a Deployment, its pods too."""

@@ -323,9 +323,7 @@ class Run:
                 continue
             if self.ownership is not None and self.ownership.claimant(existing):
                 # Another QHub deployment's object at this name: never ours to remove.
-                self.applier.results.append({"kind": stub["kind"], "name": stub["metadata"]["name"],
-                                             "namespace": spec.namespace, "action": "skipped",
-                                             "before": None, "after": None})
+                self.applier.skip(stub, existing)
                 continue
             self.applier.delete_owned(stub, spec.name, existing=existing)
 
