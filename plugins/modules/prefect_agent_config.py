@@ -78,7 +78,11 @@ options:
   overrides:
     description:
       - QHub's C(prefect.overrides) mapping without C(secretEnvVars) (see the description for each key).
-      - Unknown keys fail, with the list of accepted ones.
+      - The prefect-worker Helm chart's values are accepted under C(worker), C(serviceAccount) and C(role), with the
+        chart's names and meaning (C(worker.nodeSelector), C(worker.resources), C(worker.config.limit),
+        C(serviceAccount.annotations), ...; the full list is in docs/configuration.md, "Worker pod"). They merge
+        over the defaults as Helm merges values; a C(null) drops a default field.
+      - Unknown keys fail, with the list of accepted ones or the nearest known key.
     type: dict
   secret_env:
     description:
@@ -158,6 +162,18 @@ options:
     default: false
   wait_timeout:
     description: Seconds to wait with O(wait).
+    type: int
+    default: 120
+  wait_online:
+    description:
+      - With O(wait), for a Prefect 2/3 worker, also wait until a worker of this deployment is ONLINE in its work
+        pool (its name starts with the worker's name). The worker's health check answers before the worker has
+        reached the API, so only this says it polls. A rerun where nothing changed pays one API call for it.
+      - A move or a generation switch always waits for it before the old agent or worker is removed.
+    type: bool
+    default: true
+  wait_online_timeout:
+    description: Seconds to wait with O(wait_online).
     type: int
     default: 120
   force:

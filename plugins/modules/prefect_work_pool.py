@@ -60,6 +60,10 @@ options:
         as O(work_queues).
       - C(secretEnvVars) is refused, since its values would end up in the pool as plain text. Give their names in
         O(secret_env_names) instead.
+      - Of the prefect-worker chart's values, C(worker.config.jobNamespace) becomes the pool's default namespace
+        (over O(job_namespace)), and C(worker.config.baseJobTemplate.configuration) (a JSON string or a mapping)
+        or C(worker.config.baseJobTemplate.existingConfigMapName) replaces the server's default template; the
+        overrides still become its variables' defaults.
     type: dict
   secret_env_names:
     description:
@@ -96,6 +100,20 @@ options:
   paused:
     description: Whether the pool is paused. Left as it is when not given.
     type: bool
+  config_map_namespace:
+    description:
+      - The namespace of the ConfigMap named by the overrides' C(worker.config.baseJobTemplate.existingConfigMapName)
+        (the prefect-worker chart's key; the template is its C(baseJobTemplate.json)). Defaults to O(job_namespace).
+      - The ConfigMap is read on every run, so a change to it reaches the pool.
+    type: str
+  kubeconfig:
+    description:
+      - The kubeconfig to read that ConfigMap with. Defaults to E(K8S_AUTH_KUBECONFIG), then E(KUBECONFIG) and
+        C(~/.kube/config). Not used otherwise.
+    type: path
+  context:
+    description: The kubeconfig context to read that ConfigMap with. Defaults to E(K8S_AUTH_CONTEXT).
+    type: str
   api_url:
     description:
       - The Prefect 2/3 API. Self-hosted C(http://HOST:4200/api); Prefect Cloud

@@ -91,8 +91,8 @@ def test_check_mode_then_apply_then_rerun_then_absent(testbed, kube_admin, uniqu
     assert env["ENVIRONMENT"].value == "dev"
     assert env["PREFECT_API_URL"].value == testbed.prefect_api_url
     assert env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"].value == unique_namespace
-    kube_system_uid = k8s.CoreV1Api(kube_admin).read_namespace("kube-system").metadata.uid
-    assert env["PREFECT_KUBERNETES_CLUSTER_UID"].value == kube_system_uid
+    # A recent (floating 3) image's worker never reads the cluster UID (prefect-kubernetes 0.6.0 on).
+    assert "PREFECT_KUBERNETES_CLUSTER_UID" not in env
     for name in ("PREFECT_API_KEY", "DATABASE_PASSWORD", "S3_SECRET"):
         assert env[name].value is None
         assert env[name].value_from.secret_key_ref.name == "prefect-worker"
@@ -272,3 +272,14 @@ def test_qhub_era_prefect1_config_runs_an_agent_whose_job_template_carries_the_o
     assert [v.config_map.name for v in pod.volumes if v.config_map] == ["prefect-agent-job-template"]
     rerun = run_module("prefect_agent_config", args)
     assert rerun.rc == 0 and rerun["changed"] is False, rerun
+
+
+def test_an_image_that_reads_the_cluster_uid_gets_kube_systems(testbed, kube_admin, unique_namespace):
+    """Prefect 2.9 to 3.4.0 workers read the UID at every flow-run submission: it is set from kube-system."""
+    args = args_for(testbed, unique_namespace, image="prefecthq/prefect:3.2.0-python3.11-kubernetes")
+    applied = run_module("prefect_agent_config", args)
+    assert applied.rc == 0, applied
+    env = env_by_name(read_all(kube_admin, unique_namespace)["Deployment"].spec.template.spec.containers[0])
+    kube_system_uid = k8s.CoreV1Api(kube_admin).read_namespace("kube-system").metadata.uid
+    assert env["PREFECT_KUBERNETES_CLUSTER_UID"].value == kube_system_uid
+    assert run_module("prefect_agent_config", dict(args, state="absent")).rc == 0

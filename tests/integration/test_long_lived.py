@@ -358,7 +358,8 @@ def limited_kubeconfig(testbed, kube_admin, namespace, tmp_path):
                                       token, namespace)
 
 
-def test_missing_permissions_are_named_and_kube_system_is_optional(testbed, kube_admin, unique_namespace, tmp_path):
+def test_missing_permissions_are_named_and_kube_system_read_only_where_needed(
+        testbed, kube_admin, unique_namespace, tmp_path):
     if testbed.admin_token is None:
         pytest.skip("an existing cluster: no ServiceAccount tokens minted here")
     pool = "perm-" + unique_namespace
@@ -375,12 +376,30 @@ def test_missing_permissions_are_named_and_kube_system_is_optional(testbed, kube
         env["KUBECONFIG"] = _grant_cluster_list(testbed, kube_admin, unique_namespace, tmp_path, name)
         deployed = deploy(tmp_path, config, env, extra={"qhub_prefect_work_pool": pool}, verbosity=1)
         assert deployed.rc == 0, deployed
-        assert "cluster_uid" in deployed.output and "kube-system (403)" in deployed.output, deployed.output[-3000:]
+        # A Prefect 3.4.1+ image never reads the cluster UID: no lookup, no note, no env.
+        assert "kube-system (403)" not in deployed.output, deployed.output[-3000:]
         # With list on Deployments across namespaces, the search is made.
         assert "other namespaces not searched" not in deployed.output
         worker_env = [e.name for e in k8s.AppsV1Api(kube_admin).read_namespaced_deployment(
             "prefect-worker", unique_namespace).spec.template.spec.containers[0].env]
         assert "PREFECT_KUBERNETES_CLUSTER_UID" not in worker_env
+
+        # An image whose worker reads the UID at every flow-run submission (2.9 to 3.4.0), and no right to read
+        # kube-system: every flow run would fail, so the run fails before writing, naming worker.clusterUid.
+        before = k8s.AppsV1Api(kube_admin).read_namespaced_deployment("prefect-worker", unique_namespace)
+        old_image = dict(config, prefect=dict(config["prefect"],
+                                              image="prefecthq/prefect:3.2.0-python3.11-kubernetes"))
+        refused = deploy(tmp_path, old_image, env, extra={"qhub_prefect_work_pool": pool})
+        assert refused.rc != 0 and "prefect.overrides.worker.clusterUid" in refused.output, refused.output[-3000:]
+        after = k8s.AppsV1Api(kube_admin).read_namespaced_deployment("prefect-worker", unique_namespace)
+        assert after.metadata.resource_version == before.metadata.resource_version
+        # Given in the config, the UID is used as it is, and nothing is read.
+        given = dict(old_image, prefect=dict(old_image["prefect"], overrides={"worker": {"clusterUid": "uid-given"}}))
+        deployed = deploy(tmp_path, given, env, extra={"qhub_prefect_work_pool": pool})
+        assert deployed.rc == 0, deployed.output[-3000:]
+        worker_env = dict((e.name, e.value) for e in k8s.AppsV1Api(kube_admin).read_namespaced_deployment(
+            "prefect-worker", unique_namespace).spec.template.spec.containers[0].env)
+        assert worker_env["PREFECT_KUBERNETES_CLUSTER_UID"] == "uid-given"
     finally:
         rbac = k8s.RbacAuthorizationV1Api(kube_admin)
         for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):

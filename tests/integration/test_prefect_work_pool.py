@@ -424,3 +424,46 @@ def test_worker_status_lists_and_waits_for_an_online_worker(api_url, pool):
     run_module("prefect_work_pool", {"name": pool, "api_url": api_url, "state": "absent"})
     missing = run_module("prefect_worker_status", status)
     assert missing.rc != 0 and missing["msg"] == "the work pool %r does not exist at %s" % (pool, api_url)
+
+
+def test_the_charts_base_job_template_configmap_is_read_on_every_run(
+        testbed, kube_admin, unique_namespace, api_url, pool):
+    """worker.config.baseJobTemplate.existingConfigMapName: the pool is built on the ConfigMap's template, with the
+    overrides as its variables' defaults, and a change to the ConfigMap reaches the pool on the next run."""
+    import kubernetes.client as k8s
+
+    core = k8s.CoreV1Api(kube_admin)
+    template = build_base_job_template(parse_overrides({}, {})[0], None, None)
+    template["job_configuration"]["job_manifest"]["metadata"]["labels"] = {"custom": "one"}
+
+    def put_template(marker):
+        template["job_configuration"]["job_manifest"]["metadata"]["labels"] = {"custom": marker}
+        body = k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="tmpl"),
+                               data={"baseJobTemplate.json": json.dumps(template)})
+        try:
+            core.replace_namespaced_config_map("tmpl", unique_namespace, body)
+        except k8s.ApiException:
+            core.create_namespaced_config_map(unique_namespace, body)
+
+    put_template("one")
+    args = {"name": pool, "api_url": api_url, "job_namespace": unique_namespace, "kubeconfig": testbed.kubeconfig,
+            "overrides": {"JOB_CPU_LIMIT": "2",
+                          "worker": {"config": {"baseJobTemplate": {"existingConfigMapName": "tmpl"}}}}}
+    try:
+        created = run_module("prefect_work_pool", args)
+        assert created.rc == 0 and created["changed"] is True, created
+        assert created["base_job_template_source"] == "overrides"
+        status, stored = prefect(api_url, "GET", "/work_pools/" + pool)
+        manifest = stored["base_job_template"]["job_configuration"]["job_manifest"]
+        assert manifest["metadata"]["labels"] == {"custom": "one"}
+        assert stored["base_job_template"]["variables"]["properties"]["cpu_limit"]["default"] == "2"
+        again = run_module("prefect_work_pool", args)
+        assert again.rc == 0 and again["changed"] is False, again
+        put_template("two")
+        changed = run_module("prefect_work_pool", args)
+        assert changed.rc == 0 and changed["changed"] is True, changed
+        status, stored = prefect(api_url, "GET", "/work_pools/" + pool)
+        assert stored["base_job_template"]["job_configuration"]["job_manifest"]["metadata"]["labels"] == {
+            "custom": "two"}
+    finally:
+        run_module("prefect_work_pool", {"name": pool, "api_url": api_url, "state": "absent"})

@@ -34,6 +34,8 @@ COLLECTIONS = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"):
         "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
     ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{namespace}/deployments",
+    ("policy/v1", "PodDisruptionBudget"): "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets",
+    ("policy/v1beta1", "PodDisruptionBudget"): "/apis/policy/v1beta1/namespaces/{namespace}/poddisruptionbudgets",
 }
 # Server-set metadata that says nothing about the desired state.
 VOLATILE_METADATA = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink")

@@ -12,11 +12,12 @@ __metaclass__ = type
 
 import hashlib
 
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.chart_values import refuse_for_agent
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import (
     Credentials, resolve as resolve_credentials, resolve_api_url,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    DEFAULT_IMAGE, DEFAULT_NAMESPACE, GENERATIONS, SECRET_PREFIX, ConfigError, _short, _type_name,
+    DEFAULT_IMAGE, DEFAULT_NAMESPACE, GENERATIONS, PREFECT1, SECRET_PREFIX, ConfigError, _short, _type_name,
     check_image_version, generation_of_image, is_secret_ref, parse_overrides, validate_image, validate_label_value,
     validate_namespace,
 )
@@ -184,6 +185,8 @@ def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_u
     # the agent must not require the secrets it used to get.
     references = environ if enabled else _AnyVariable(environ)
     job, secret_env = parse_overrides(block.get("overrides"), references)
+    if generation == PREFECT1:
+        refuse_for_agent(job.chart)
     _check_token(block)
     if not credentials:
         resolved = _no_credentials(generation, {}, api_url)

@@ -11,11 +11,18 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import ast
-import json
 import re
 
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.quantity import quantity_value
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.chart_values import (
+    CHART_KEYS, empty_chart_values, parse_chart_values,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import short as _short
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import type_name as _type_name
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.job_options import (  # noqa: F401 - re-exported
+    AGENT_ENV, FIELDS, FLAT_OVERRIDES, NESTED_OVERRIDES, OPTION_BY_FIELD, same_value,
+)
 
 SECRET_PREFIX = "QHUB_SECRET_"
 DEFAULT_NAMESPACE = "dev"
@@ -27,44 +34,15 @@ GENERATIONS = (PREFECT1, PREFECT3)
 MAX_VALUE_BYTES = 32 * 1024
 MAX_SECRET_BYTES = 900 * 1024  # a Secret holds at most 1 MiB, object metadata included
 
-PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-
-# One table for every accepted override. Flat keys are the Prefect Server chart's agent env;
-# nested keys are QHub's chart values. Both forms land in the same field.
-FLAT_OVERRIDES = {
-    "IMAGE_PULL_SECRETS": "image_pull_secrets",
-    "PREFECT__CLOUD__AGENT__LABELS": "labels",
-    "JOB_MEM_REQUEST": "memory_request",
-    "JOB_MEM_LIMIT": "memory_limit",
-    "JOB_CPU_REQUEST": "cpu_request",
-    "JOB_CPU_LIMIT": "cpu_limit",
-    "IMAGE_PULL_POLICY": "image_pull_policy",
-}
-NESTED_OVERRIDES = {
-    ("prefect_agent", "job", "resources", "limit", "cpu"): "cpu_limit",
-    ("prefect_agent", "job", "resources", "limits", "cpu"): "cpu_limit",
-    ("prefect_agent", "job", "resources", "limit", "memory"): "memory_limit",
-    ("prefect_agent", "job", "resources", "limits", "memory"): "memory_limit",
-    ("prefect_agent", "job", "resources", "request", "cpu"): "cpu_request",
-    ("prefect_agent", "job", "resources", "requests", "cpu"): "cpu_request",
-    ("prefect_agent", "job", "resources", "request", "memory"): "memory_request",
-    ("prefect_agent", "job", "resources", "requests", "memory"): "memory_request",
-    ("prefect_agent", "job", "imagePullPolicy"): "image_pull_policy",
-    ("prefect_agent", "job", "imagePullSecrets"): "image_pull_secrets",
-    # Where QHub's chart (values.yaml, 2021 to 2023) kept the agent labels; its default was the string '[]'.
-    ("prefect_agent", "prefectLabels"): "labels",
-    ("prefectLabels",): "labels",
-}
 ENV_OVERRIDES = ("envVars", "secretEnvVars")
-ACCEPTED_OVERRIDES = tuple(sorted(FLAT_OVERRIDES)) + ENV_OVERRIDES + ("prefect_agent", "prefectLabels")
+CHART_SECTIONS = ("worker", "serviceAccount", "role")
+ACCEPTED_OVERRIDES = (tuple(sorted(FLAT_OVERRIDES)) + ENV_OVERRIDES + ("prefect_agent", "prefectLabels")
+                      + CHART_SECTIONS)
 
 # Env the rendered agent or worker sets itself; a user value would be silently lost.
-MANAGED_ENV = frozenset((
-    "NAMESPACE", "SERVICE_ACCOUNT_NAME", "IMAGE_PULL_SECRETS", "IMAGE_PULL_POLICY",
-    "JOB_MEM_REQUEST", "JOB_MEM_LIMIT", "JOB_CPU_REQUEST", "JOB_CPU_LIMIT",
-    "PREFECT__BACKEND", "PREFECT__CLOUD__API", "PREFECT__CLOUD__API_KEY",
-    "PREFECT__CLOUD__AGENT__AUTH_TOKEN", "PREFECT__CLOUD__AGENT__LABELS",
-    "PREFECT__CLOUD__AGENT__AGENT_ADDRESS", "PREFECT_API_URL", "PREFECT_API_KEY",
+MANAGED_ENV = frozenset(tuple(name for name, _field in AGENT_ENV) + (
+    "NAMESPACE", "SERVICE_ACCOUNT_NAME", "PREFECT__BACKEND", "PREFECT__CLOUD__API", "PREFECT__CLOUD__API_KEY",
+    "PREFECT__CLOUD__AGENT__AUTH_TOKEN", "PREFECT__CLOUD__AGENT__AGENT_ADDRESS", "PREFECT_API_URL", "PREFECT_API_KEY",
     "PREFECT_KUBERNETES_CLUSTER_UID", "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES",
     "HOME", "PREFECT_API_AUTH_STRING", "POD_NAME",
     "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_NAME",
@@ -74,45 +52,12 @@ MANAGED_ENV = frozenset((
 ))
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
-
-
-class ConfigError(ValueError):
-    """A config value at ``path`` is wrong; ``str()`` reads ``path: message``."""
-
-    def __init__(self, path, message):
-        super(ConfigError, self).__init__("%s: %s" % (path, message))
-        self.path = path
-        self.message = message
-
-
-def _type_name(value):
-    if value is None:
-        return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
-
-
-def _short(value, limit=60):
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "...'"
-
-
-def parse_quantity(value, path):
-    """A Kubernetes quantity as the string the API server will store for it."""
-    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-        raise ConfigError(path, "%s is not a Kubernetes quantity (want for example 500m, 2 or 4Gi)" % _type_name(value))
-    text = str(value).strip() if not isinstance(value, float) else ("%f" % value).rstrip("0").rstrip(".")
-    parsed = quantity_value(text)
-    if parsed is None or parsed <= 0:
-        raise ConfigError(path, "%s is not a Kubernetes quantity (want for example 500m, 2 or 4Gi)" % _short(value))
-    return text
 
 
 def is_secret_ref(value):
@@ -153,11 +98,15 @@ def generation_of_image(image, path="prefect.image"):
                       "(prefect1 for a Prefect 1 agent, prefect3 for a Prefect 2/3 worker)" % tag)
 
 
-# The oldest images whose CLI has every flag the rendered command uses (checked in each release's prefect/cli).
+# The oldest images whose CLI has every flag the rendered command needs (checked in each release's prefect/cli):
+# --with-healthcheck appeared in Prefect 2.10.12 (--install-policy, in 2.10.18, is passed only from there on).
 MIN_IMAGE_VERSIONS = {
     PREFECT1: ((0, 13, 19), "prefect agent kubernetes start --job-template"),
-    PREFECT3: ((2, 11, 0), "prefect worker start --install-policy --with-healthcheck"),
+    PREFECT3: ((2, 10, 12), "prefect worker start --with-healthcheck"),
 }
+# prefect-kubernetes read kube-system's UID at every flow-run submission from its first worker (0.2.2, in Prefect
+# 2.9 images) until PrefectHQ/prefect PR #18004 removed the read (prefect-kubernetes 0.6.0, in Prefect 3.4.1).
+CLUSTER_UID_READ_VERSIONS = ((2, 9, 0), (3, 4, 1))
 
 
 def image_version(image):
@@ -165,6 +114,16 @@ def image_version(image):
     _repo, tag = split_image(image)
     parts = re.match(r"^(\d+)\.(\d+)\.(\d+)", tag or "")
     return tuple(int(part) for part in parts.groups()) if parts else None
+
+
+def needs_cluster_uid(image):
+    """True when the image's worker reads the cluster UID at every flow-run submission (floating 2.x tags too)."""
+    version = image_version(image)
+    if version is None:
+        _repo, tag = split_image(image)
+        return (tag or "").split("-")[0].split(".")[0] == "2"
+    first, after = CLUSTER_UID_READ_VERSIONS
+    return first <= version < after
 
 
 def check_image_version(image, generation, path="prefect.image"):
@@ -182,71 +141,19 @@ def check_image_version(image, generation, path="prefect.image"):
 class JobSettings:
     """What the overrides say about the flow-run Jobs and the agent's plain settings."""
 
-    FIELDS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit",
-              "image_pull_policy", "image_pull_secrets", "labels")
+    FIELDS = FIELDS
 
     def __init__(self, **values):
         for field in self.FIELDS:
             setattr(self, field, values.get(field))
         self.env = values.get("env") or {}
+        # The prefect-worker chart's values (chart_values.py): the agent's or worker's own pod.
+        self.chart = values.get("chart") or empty_chart_values()
 
     def as_dict(self):
         out = dict((field, getattr(self, field)) for field in self.FIELDS)
         out["env"] = dict(self.env)
         return out
-
-
-def _string_list(value, path, what):
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                try:
-                    value = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
-                    raise ConfigError(path, "%s is not a list of %s" % (_short(value), what))
-        else:
-            value = [item.strip() for item in text.split(",") if item.strip()]
-    if not isinstance(value, list):
-        raise ConfigError(path, "%s is not a list of %s" % (_type_name(value), what))
-    out = []
-    for index, item in enumerate(value):
-        if not isinstance(item, str) or not item.strip():
-            raise ConfigError("%s[%d]" % (path, index), "%s is not a non-empty string" % _short(item))
-        out.append(item.strip())
-    return out
-
-
-def _pull_secrets(value, path):
-    names = _string_list(value, path, "Secret names")
-    for index, name in enumerate(names):
-        if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-            raise ConfigError("%s[%d]" % (path, index), "%s is not a valid Secret name" % _short(name))
-    return names
-
-
-def _labels(value, path):
-    labels = _string_list(value, path, "labels")
-    for index, label in enumerate(labels):
-        if len(label) > 255:
-            raise ConfigError("%s[%d]" % (path, index), "a label is at most 255 characters")
-    return labels
-
-
-def _pull_policy(value, path):
-    if value not in PULL_POLICIES:
-        raise ConfigError(path, "%s is not an image pull policy (one of %s)"
-                          % (_short(value), ", ".join(PULL_POLICIES)))
-    return value
-
-
-_FIELD_PARSERS = {
-    "cpu_request": parse_quantity, "cpu_limit": parse_quantity,
-    "memory_request": parse_quantity, "memory_limit": parse_quantity,
-    "image_pull_policy": _pull_policy, "image_pull_secrets": _pull_secrets, "labels": _labels,
-}
 
 
 def _env_value(value, path, environ):
@@ -301,17 +208,11 @@ def _unset(raw):
     return raw is None or (isinstance(raw, str) and raw.strip() in ("", "[]")) or raw == []
 
 
-def _same(field, left, right):
-    if field in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
-        return quantity_value(left) == quantity_value(right)
-    return left == right
-
-
 def _record(found, field, path, raw):
     if _unset(raw):
         return
-    value = _FIELD_PARSERS[field](raw, path)
-    if field in found and not _same(field, found[field][1], value):
+    value = OPTION_BY_FIELD[field].check(raw, path)
+    if field in found and not same_value(field, found[field][1], value):
         raise ConfigError(path, "%s conflicts with %s = %s; both set the same field: set one of them" % (
             _short(value), found[field][0], _short(found[field][1])))
     found[field] = (path, value)
@@ -332,10 +233,14 @@ def parse_overrides(overrides, environ, path="prefect.overrides"):
             _walk_nested(value, ("prefect_agent",), key_path, found)
         elif key == "prefectLabels":
             _record(found, "labels", key_path, value)
-        elif key not in ENV_OVERRIDES:
+        elif key not in ENV_OVERRIDES + CHART_SECTIONS:
             raise ConfigError(key_path, "unknown override; accepted keys: %s" % ", ".join(ACCEPTED_OVERRIDES))
+    chart, work_queues = parse_chart_values(overrides, path)
+    if work_queues is not None:
+        _record(found, "labels", *work_queues)
     env = _env_map(overrides.get("envVars"), path + ".envVars", environ)
     secret_env = _env_map(overrides.get("secretEnvVars"), path + ".secretEnvVars", environ)
+    _check_chart_env(chart, env, secret_env, path)
     for name in secret_env:
         if name in env:
             raise ConfigError("%s.secretEnvVars.%s" % (path, name),
@@ -347,8 +252,25 @@ def parse_overrides(overrides, environ, path="prefect.overrides"):
         raise ConfigError(path + ".secretEnvVars", "the values add up to more than a Kubernetes Secret holds")
     values = dict((field, value) for field, (_path, value) in found.items())
     _check_request_within_limit(values, found)
-    settings = JobSettings(env=env, **values)
+    settings = JobSettings(env=env, chart=chart, **values)
     return settings, secret_env
+
+
+def _check_chart_env(chart, env, secret_env, path):
+    """An env var set both by a chart value and by envVars, secretEnvVars or the collection: one would be lost."""
+    for key in CHART_KEYS:
+        if key.target[0] == "env" and chart.is_set(key.path):
+            for section, names in (("envVars", env), ("secretEnvVars", secret_env)):
+                if key.target[1] in names:
+                    raise ConfigError("%s.%s.%s" % (path, section, key.target[1]), "also set by %s; set one of them"
+                                      % chart.paths[key.path])
+    for index, item in enumerate(chart["worker.extraEnvVars"] or []):
+        name = item["name"]
+        where = "%s[%d].name" % (chart.paths.get("worker.extraEnvVars"), index)
+        if name in MANAGED_ENV or name in set(key.target[1] for key in CHART_KEYS if key.target[0] == "env"):
+            raise ConfigError(where, "%s is set by the collection itself; use the matching override instead" % name)
+        if name in env or name in secret_env:
+            raise ConfigError(where, "%s is also in envVars or secretEnvVars; set it once" % name)
 
 
 def referenced_env_names(overrides):

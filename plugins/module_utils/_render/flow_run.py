@@ -17,20 +17,11 @@ __metaclass__ = type
 
 import copy
 
-
-def _string_variable(title, description):
-    return {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None, "title": title,
-            "description": description}
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.job_options import JOB_OPTIONS
 
 
 class Setting:
-    """One value of the flow-run pod: its work-pool variable, where it goes, and how Prefect 2/3 declares it.
-
-    ``declaration`` is set for the variables this collection declares itself on base templates that
-    predate them (the resources, before prefect-kubernetes 0.7.6). Those are ours entirely: left unset,
-    they have no default, so Prefect drops the field instead of sending an empty quantity. The other
-    variables are the base template's own, whose default stays when the config says nothing.
-    """
+    """One value of the flow-run pod: its work-pool variable, where it goes, and how Prefect 2/3 declares it."""
 
     def __init__(self, variable, where, path, declaration=None):
         self.variable = variable
@@ -39,22 +30,15 @@ class Setting:
         self.declaration = declaration
 
 
-# Sorted by variable: the order Prefect 2/3's template has always been built in.
-SETTINGS = (
-    Setting("cpu_limit", "container", ("resources", "limits", "cpu"), _string_variable(
-        "CPU Limit", "The CPU limit of the flow-run container (500m, 2).")),
-    Setting("cpu_request", "container", ("resources", "requests", "cpu"), _string_variable(
-        "CPU Request", "The CPU request of the flow-run container (500m, 2).")),
-    Setting("image", "container", ("image",)),
-    Setting("image_pull_policy", "container", ("imagePullPolicy",)),
-    Setting("memory_limit", "container", ("resources", "limits", "memory"), _string_variable(
-        "Memory Limit", "The memory limit of the flow-run container (4Gi).")),
-    Setting("memory_request", "container", ("resources", "requests", "memory"), _string_variable(
-        "Memory Request", "The memory request of the flow-run container (1Gi).")),
-    Setting("service_account_name", "pod", ("serviceAccountName",)),
-)
-# The JobSettings fields the flow-run pod takes as they are (the others are agent or worker settings: labels).
-JOB_FIELDS = ("cpu_limit", "cpu_request", "image_pull_policy", "memory_limit", "memory_request")
+# The overrides' variables as their declarations say (job_options.JOB_OPTIONS), and the two that come from
+# options of their own; sorted by variable, the order Prefect 2/3's template has always been built in.
+SETTINGS = tuple(sorted(
+    [Setting(option.flow_run.variable, option.flow_run.where, option.flow_run.path, option.flow_run.declaration)
+     for option in JOB_OPTIONS if option.flow_run is not None and option.flow_run.variable]
+    + [Setting("image", "container", ("image",)), Setting("service_account_name", "pod", ("serviceAccountName",))],
+    key=lambda setting: setting.variable))
+# The JobSettings fields the flow-run pod takes as work-pool variables (image_pull_secrets is written literally).
+JOB_FIELDS = tuple(option.field for option in JOB_OPTIONS if option.flow_run is not None and option.flow_run.variable)
 
 
 def secret_env_ref(secret_name, name):

@@ -14,7 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
-    FIELD_MANAGER, MANAGED_BY_LABEL, OWNER_LABEL, describe, list_deployments_everywhere, list_labelled,
+    FIELD_MANAGER, MANAGED_BY_LABEL, OWNED_KINDS, OWNER_LABEL, describe, list_deployments_everywhere, list_labelled,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import legacy_instance
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
@@ -56,9 +56,13 @@ class Ownership:
         return owner
 
 
-def owned_in(client, ownership, namespace):
+# The kinds a deployment owns where its flow runs go (worker.config.jobNamespace).
+RBAC_KINDS = tuple(kind for kind in OWNED_KINDS if kind[1] in ("Role", "RoleBinding"))
+
+
+def owned_in(client, ownership, namespace, kinds=OWNED_KINDS):
     """{key: object} of the deployment's objects in ``namespace``: one list per kind, in that namespace only."""
-    return dict((object_key(obj), obj) for obj in list_labelled(client, ownership.selector, namespace))
+    return dict((object_key(obj), obj) for obj in list_labelled(client, ownership.selector, namespace, kinds))
 
 
 def search_elsewhere(client, ownership, namespace, move_from):

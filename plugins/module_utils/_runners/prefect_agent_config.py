@@ -27,11 +27,12 @@ from ansible_collections.qhub.prefect.plugins.module_utils._runners.options impo
     kube_auth_argument_spec, kube_client, mask_values, task_config_secrets, task_secret_values,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.ownership import (
-    Ownership, object_key, owned_in, refuse_elsewhere, refuse_takeover, search_elsewhere,
+    RBAC_KINDS, Ownership, object_key, owned_in, refuse_elsewhere, refuse_takeover, search_elsewhere,
 )
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.chart_values import refuse_for_agent
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    ConfigError, DEFAULT_IMAGE, PREFECT1, check_image_version, generation_of_image, parse_overrides, validate_image,
-    validate_label_value, validate_namespace, validate_object_name,
+    ConfigError, DEFAULT_IMAGE, PREFECT1, check_image_version, generation_of_image, needs_cluster_uid, parse_overrides,
+    validate_image, validate_label_value, validate_namespace, validate_object_name,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import (
     AgentSpec, DIGEST_SALT_KEY, PREFECT_OBJECTS_ANNOTATION, key_reaches_flow_runs_as_text, needs_digest_salt,
@@ -85,6 +86,17 @@ def build_spec(params, environ, config_secret_env=None, config_token=None):
     for name in secret_env:
         if name in job.env:
             raise ConfigError("%s.%s" % (secret_path, name), "shadows the plain variable overrides.envVars.%s" % name)
+    if generation == PREFECT1:
+        refuse_for_agent(job.chart)
+    replicas = params["replicas"]
+    if job.chart.is_set("worker.replicaCount"):
+        if replicas not in (1, job.chart["worker.replicaCount"]):
+            raise ConfigError(job.chart.paths["worker.replicaCount"], "conflicts with the option replicas=%d; set "
+                              "one of them" % replicas)
+        replicas = job.chart["worker.replicaCount"]
+    if replicas > 1 and job.chart["worker.config.name"]:
+        raise ConfigError(job.chart.paths["worker.config.name"], "one name for %d workers would make them one "
+                          "worker to Prefect: leave it unset (each worker is named after its pod)" % replicas)
     instance = params["instance"]
     if instance is not None:
         validate_label_value(instance, "instance")
@@ -102,16 +114,17 @@ def build_spec(params, environ, config_secret_env=None, config_token=None):
     spec = AgentSpec(name=name, namespace=namespace, generation=generation, image=image, job=job,
                      secret_env=secret_env, token=token, api_url=api_url, auth_string=auth_string,
                      work_pool=params["work_pool"] or name, work_queues=queues, instance=instance,
-                     project=params["project"], replicas=params["replicas"],
+                     project=params["project"], replicas=replicas,
                      job_service_account=params["job_service_account"])
     if params["state"] == "present":
         check_image_version(image, generation, "image")
     return spec
 
 
-def _namespace_exists(applier, spec, create):
+def _namespace_exists(applier, spec, create, namespace=None):
     """True when the namespace is there; creates it if ``create`` (None: only say whether it is there)."""
-    path = "/api/v1/namespaces/" + spec.namespace
+    namespace = namespace or spec.namespace
+    path = "/api/v1/namespaces/" + namespace
     try:
         if applier.client.get(path) is not None:
             return True
@@ -123,18 +136,25 @@ def _namespace_exists(applier, spec, create):
     if create is None:
         return False
     if not create:
-        raise KubeError("namespace %s does not exist (set create_namespace: true to create it)" % spec.namespace)
+        raise KubeError("namespace %s does not exist (set create_namespace: true to create it)" % namespace)
     # Created, not owned: state=absent never deletes a namespace.
-    applier.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}}, read=False)
+    applier.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, read=False)
     return not applier.check_mode
 
 
-def _cluster_uid(client, live_deployment):
-    """(kube-system's UID or None, a note when it could not be read): a live worker Deployment already has it.
+def _cluster_uid(client, spec, live_deployment):
+    """(the cluster UID for PREFECT_KUBERNETES_CLUSTER_UID or None, a note or None).
 
-    The UID only labels the worker's events for Prefect Cloud; a deployer without read access to
-    kube-system (common with namespaced rights) goes on without it.
+    The chart's ``worker.clusterUid`` when given. Otherwise only images whose prefect-kubernetes reads the
+    UID at every flow-run submission need it (model.needs_cluster_uid): for them, the live Deployment's value
+    or kube-system's UID, and a ConfigError naming worker.clusterUid when it cannot be read, since without
+    it their flow-run submissions fail. Newer images never read it: no lookup, no permission.
     """
+    given = spec.chart["worker.clusterUid"]
+    if given:
+        return given, None
+    if not needs_cluster_uid(spec.image):
+        return None, None
     for container in (((live_deployment or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get(
             "containers") or []:
         for item in container.get("env") or []:
@@ -145,8 +165,22 @@ def _cluster_uid(client, live_deployment):
     except KubeError as exc:
         if exc.status != 403:
             raise
-        return None, "not read: the deployer may not get the namespace kube-system (403); the worker runs without it"
+        raise ConfigError("prefect.overrides.worker.clusterUid", "the image's prefect-kubernetes reads the cluster's "
+                          "UID at every flow-run submission (Prefect 2.9 to 3.4.0), and the deployer may not read "
+                          "the namespace kube-system (403), so every flow run would fail: set worker.clusterUid "
+                          "(kubectl get namespace kube-system -o jsonpath='{.metadata.uid}'), or use Prefect 3.4.1 "
+                          "or newer")
     return (kube_system or {}).get("metadata", {}).get("uid"), None
+
+
+def _disruption_budget_api(client):
+    """policy/v1 where the cluster serves it (Kubernetes 1.21 and later), else policy/v1beta1."""
+    try:
+        return "policy/v1" if client.get("/apis/policy/v1") is not None else "policy/v1beta1"
+    except KubeError as exc:
+        if exc.status != 403:
+            raise
+        return "policy/v1"
 
 
 def _digest_salt(live_secrets):
@@ -207,6 +241,7 @@ class Run:
         self.ownership = Ownership(spec.instance, spec.namespace) if spec.instance_given else None
         self.move_from = [name for name in self.params["move_from"] or [] if name != spec.namespace]
         self.lock = None
+        self.budget_api = None
 
     def check_elsewhere(self):
         """Stop before writing when this instance runs in a namespace the run was not told it moves from."""
@@ -227,6 +262,19 @@ class Run:
         moved = []
         for namespace in self.move_from:
             moved += list(owned_in(self.client, self.ownership, namespace).values())
+        # What the Deployments say they made beyond the usual kinds: RBAC where the flow runs went, a budget.
+        recorded = [_prefect_side(obj) for obj in list(here.values()) + moved if obj["kind"] == "Deployment"]
+        extra = dict(job_namespaces=set(item["job_namespace"] for item in recorded if item.get("job_namespace")),
+                     budgets=set(item["disruption_budget"] for item in recorded if item.get("disruption_budget")))
+        if self.spec.job_namespace != self.spec.namespace and self.params["state"] == "present":
+            extra["job_namespaces"].add(self.spec.job_namespace)
+        if self.budget_api:
+            extra["budgets"].add(self.budget_api)
+        for namespace in sorted(extra["job_namespaces"]):
+            here.update(owned_in(self.client, self.ownership, namespace, kinds=RBAC_KINDS))
+        for api_version in sorted(extra["budgets"]):
+            here.update(owned_in(self.client, self.ownership, self.spec.namespace,
+                                 kinds=[(api_version, "PodDisruptionBudget", "poddisruptionbudgets.policy")]))
         return here, moved
 
     def present(self):
@@ -237,7 +285,8 @@ class Run:
         that fails on the way leaves it running.
         """
         spec, client = self.spec, self.client
-        objects = render_objects(spec)
+        self.budget_api = _disruption_budget_api(client) if spec.chart["worker.podDisruptionBudget"] else None
+        objects = render_objects(spec, self.budget_api)
         here, moved = self.owned()
         live = [here.get(object_key(manifest)) for manifest in objects]
         # Objects from before the instance label, or at our names with another's: read those few directly.
@@ -254,11 +303,14 @@ class Run:
         if needs_digest_salt(spec):
             spec.digest_salt = _digest_salt([obj for obj in live if obj is not None and obj["kind"] == "Secret"])
         if not spec.is_agent:
-            spec.cluster_uid, note = _cluster_uid(client, live[-1])
+            spec.cluster_uid, note = _cluster_uid(client, spec, live[-1])
             if note:
                 self.notes["cluster_uid"] = note
-        objects = render_objects(spec)
+        objects = render_objects(spec, self.budget_api)
         old = [obj for obj in stale if obj["kind"] == "Deployment"]
+        if spec.job_namespace != spec.namespace:
+            # Where the flow runs go (worker.config.jobNamespace): its Role and RoleBinding need it to exist.
+            _namespace_exists(self.applier, spec, self.params["create_namespace"], spec.job_namespace)
         try:
             applied = [self.applier.apply(manifest, existing=existing, read=False)
                        for manifest, existing in zip(objects, live)]
@@ -267,7 +319,7 @@ class Run:
                 # The Secret's values are masked in whatever the pods say (their logs above all).
                 wait_for_rollout(client, objects[-1], self.params["wait_timeout"], current=applied[-1],
                                  secrets=secret_data(spec).values())
-                if old and not spec.is_agent:
+                if not spec.is_agent and (old or self.params["wait_online"]):
                     self._wait_online()
         except (KubeError, PrefectApiError) as exc:
             if old:
@@ -283,8 +335,11 @@ class Run:
         spec = self.spec
         http = PrefectHttpClient(spec.api_url, api_key=spec.token, auth_string=spec.auth_string, api=PREFECT3_API)
         try:
-            Prefect3Client(http).wait_for_online_worker(spec.work_pool or spec.name, name_prefix=spec.name,
-                                                        timeout=self.params["wait_timeout"])
+            online, _workers, waited = Prefect3Client(http).wait_for_online_worker(
+                spec.work_pool or spec.name, name_prefix=spec.worker_name if spec.replicas == 1 else spec.name,
+                timeout=self.params["wait_online_timeout"])
+            self.notes["workers_online"] = sorted(worker.get("name") for worker in online)
+            self.notes["waited_online"] = waited
         finally:
             self.notes["prefect_requests"] = http.requests
 
@@ -349,6 +404,8 @@ def argument_spec():
         create_namespace=dict(type="bool", default=True),
         wait=dict(type="bool", default=False),
         wait_timeout=dict(type="int", default=120),
+        wait_online=dict(type="bool", default=True),
+        wait_online_timeout=dict(type="int", default=120),
         force=dict(type="bool", default=False),
         move_from=dict(type="list", elements="str"),
         lock_timeout=dict(type="int", default=60),

@@ -12,6 +12,8 @@ import json
 import os
 import re
 
+from ansible.module_utils.basic import env_fallback
+
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v3 import (
     Prefect3Client, ensure_work_pool, reserved_name,
 )
@@ -19,6 +21,8 @@ from ansible_collections.qhub.prefect.plugins.module_utils._runners.options impo
     fail_api, http_client, prefect_api_argument_spec,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import PrefectApiError
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeClient, KubeError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.chart_values import check_base_job_template
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
     ConfigError, parse_overrides, validate_image, validate_namespace,
 )
@@ -35,8 +39,37 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-def derived_template(params, base=None):
-    """The kubernetes template from QHub's overrides; ConfigError names the option at fault."""
+# The key of the chart's base job template ConfigMap (worker.config.baseJobTemplate.existingConfigMapName).
+BASE_JOB_TEMPLATE_KEY = "baseJobTemplate.json"
+
+
+def custom_base(job, read_config_map):
+    """The user's own base job template (the chart's worker.config.baseJobTemplate), or None.
+
+    ``read_config_map(name)``: the ConfigMap's data, read on every run so a change to it reaches the pool.
+    """
+    chart = job.chart
+    if chart["worker.config.baseJobTemplate.configuration"] is not None:
+        return chart["worker.config.baseJobTemplate.configuration"]
+    name = chart["worker.config.baseJobTemplate.existingConfigMapName"]
+    if not name:
+        return None
+    path = chart.paths["worker.config.baseJobTemplate.existingConfigMapName"]
+    data = read_config_map(name)
+    if data is None:
+        raise ConfigError(path, "the ConfigMap %s does not exist" % name)
+    if BASE_JOB_TEMPLATE_KEY not in data:
+        raise ConfigError(path, "the ConfigMap %s has no key %s, where the chart keeps the template" % (
+            name, BASE_JOB_TEMPLATE_KEY))
+    return check_base_job_template(data[BASE_JOB_TEMPLATE_KEY], "%s (ConfigMap %s)" % (path, name))
+
+
+def derived_template(params, base=None, read_config_map=None):
+    """The kubernetes template from QHub's overrides; ConfigError names the option at fault.
+
+    A custom base job template in the overrides takes the place of ``base``, and gets the overrides as
+    variable defaults all the same.
+    """
     overrides = params["overrides"] or {}
     if "secretEnvVars" in overrides:
         raise ConfigError("overrides.secretEnvVars", "secret values are not accepted by prefect_work_pool, since "
@@ -64,9 +97,18 @@ def derived_template(params, base=None):
                           % params["service_account_name"])
     if params["job_image"] is not None:
         validate_image(params["job_image"], "job_image")
-    return build_base_job_template(job, params["job_namespace"], params["service_account_name"],
-                                   secret_env_names=sorted(set(names)), secret_name=secret_name if names else None,
-                                   image=params["job_image"], base=base)
+    custom = custom_base(job, read_config_map or (lambda name: None))
+    namespace = job.chart["worker.config.jobNamespace"] or params["job_namespace"]
+    try:
+        return build_base_job_template(job, namespace, params["service_account_name"],
+                                       secret_env_names=sorted(set(names)), secret_name=secret_name if names else None,
+                                       image=params["job_image"], base=custom or base)
+    except (KeyError, IndexError, TypeError):
+        if custom is None:
+            raise
+        raise ConfigError("overrides.worker.config.baseJobTemplate", "the template has no job_configuration."
+                          "job_manifest.spec.template.spec.containers[0] or variables.properties to put the "
+                          "overrides in")
 
 
 def input_mark(shipped_template):
@@ -81,6 +123,11 @@ def _marked(template, mark):
 
 def _current_mark(pool):
     return (((pool or {}).get("base_job_template") or {}).get("variables") or {}).get("$comment")
+
+
+def custom_base_given(params):
+    chart_values = ((params["overrides"] or {}).get("worker") or {}).get("config") or {}
+    return bool((chart_values.get("baseJobTemplate") or {}) if isinstance(chart_values, dict) else None)
 
 
 def derived_template_wanted(params):
@@ -108,8 +155,30 @@ def argument_spec():
         description=dict(type="str"),
         concurrency_limit=dict(type="int"),
         paused=dict(type="bool"),
+        # Where worker.config.baseJobTemplate.existingConfigMapName is read (the worker's namespace).
+        config_map_namespace=dict(type="str"),
+        kubeconfig=dict(type="path", fallback=(env_fallback, ["K8S_AUTH_KUBECONFIG"])),
+        context=dict(type="str", fallback=(env_fallback, ["K8S_AUTH_CONTEXT"])),
     )
     return spec
+
+
+def _config_map_reader(module):
+    """read(name) -> the ConfigMap's data in config_map_namespace (else job_namespace), or None if absent."""
+    params = module.params
+
+    def read(name):
+        namespace = params["config_map_namespace"] or params["job_namespace"]
+        if not namespace:
+            raise ConfigError("config_map_namespace", "needed to read the ConfigMap %s" % name)
+        try:
+            client = KubeClient(kubeconfig=params["kubeconfig"], context=params["context"])
+            found = client.get("/api/v1/namespaces/%s/configmaps/%s" % (namespace, name))
+        except KubeError as exc:
+            raise ConfigError("overrides.worker.config.baseJobTemplate.existingConfigMapName",
+                              "reading the ConfigMap %s/%s failed: %s" % (namespace, name, exc))
+        return None if found is None else (found.get("data") or {})
+    return read
 
 
 def run(module):
@@ -129,7 +198,8 @@ def run(module):
         derived_given = [option for option in DERIVED if params[option] not in (None, [], {}, "")]
         if derived_template_wanted(params):
             try:
-                shipped = derived_template(params)  # validates the input before any request
+                read_config_map = _config_map_reader(module)
+                shipped = derived_template(params, read_config_map=read_config_map)  # validates before any request
             except ConfigError as exc:
                 module.fail_json(msg=str(exc))
         elif derived_given and params["type"] != "kubernetes":
@@ -150,6 +220,10 @@ def run(module):
             if _current_mark(current) == mark:
                 desired["base_job_template"] = current["base_job_template"]
                 template_source = "unchanged input"
+            elif custom_base_given(params):
+                # The user's own template, already read and built on: the server's default plays no part.
+                desired["base_job_template"] = _marked(shipped, mark)
+                template_source = "overrides"
             else:
                 base = server_default_template(client.worker_metadata_view() or {})
                 template_source = "server" if base else "shipped copy"
