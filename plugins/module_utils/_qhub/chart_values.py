@@ -20,16 +20,13 @@ __metaclass__ = type
 import copy
 import difflib
 import json
-import re
 
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError, short, type_name
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.job_options import (
-    DNS_SUBDOMAIN, parse_quantity, pull_policy,
+    DNS_LABEL, DNS_SUBDOMAIN, ENV_NAME, parse_quantity, pull_policy,
 )
 
 UID = 1001  # the prefect-helm charts' non-root user; Prefect's images run as root by default
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
 # The key the chart reads a self-hosted server's basic auth string from, in basicAuth.existingSecret.
 AUTH_STRING_SECRET_KEY = "auth-string"
@@ -111,7 +108,7 @@ def _object_name(value, path):
 
 
 def _namespace(value, path):
-    if not isinstance(value, str) or len(value) > 63 or not _DNS_LABEL.match(value):
+    if not isinstance(value, str) or len(value) > 63 or not DNS_LABEL.match(value):
         raise ConfigError(path, "%s is not a valid Kubernetes namespace" % short(value))
     return value
 
@@ -173,7 +170,7 @@ def _env_list(value, path):
     for index, item in enumerate(_mapping_list(value, path)):
         here = "%s[%d]" % (path, index)
         name = item.get("name")
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
+        if not isinstance(name, str) or not ENV_NAME.match(name):
             raise ConfigError(here + ".name", "%s is not a valid environment variable name" % short(name))
         if ("value" in item) == ("valueFrom" in item) or set(item) - {"name", "value", "valueFrom"}:
             raise ConfigError(here, "give name and either value or valueFrom")
@@ -384,6 +381,8 @@ SAME_AS_OURS = {
     "worker.config.installPolicy": ("never", "prompt"),
     "worker.autoscaling": lambda value: isinstance(value, dict) and not value.get("enabled"),
     "worker.cloudApiConfig.jobApiKeyPropagation": ("secretRef",),
+    # The chart reads basicAuth.existingSecret only with enabled: true; the collection, whenever it is given.
+    "worker.selfHostedServerApiConfig.basicAuth.enabled": (True,),
     "role.create": (True,),
 }
 

@@ -24,6 +24,8 @@ from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import C
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def parse_quantity(value, path):

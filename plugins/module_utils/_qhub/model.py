@@ -21,7 +21,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import C
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import short as _short
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import type_name as _type_name
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.job_options import (  # noqa: F401 - re-exported
-    AGENT_ENV, FIELDS, FLAT_OVERRIDES, NESTED_OVERRIDES, OPTION_BY_FIELD, same_value,
+    AGENT_ENV, DNS_LABEL, ENV_NAME, FIELDS, FLAT_OVERRIDES, NESTED_OVERRIDES, OPTION_BY_FIELD, same_value,
 )
 
 SECRET_PREFIX = "QHUB_SECRET_"
@@ -51,9 +51,7 @@ MANAGED_ENV = frozenset(tuple(name for name, _field in AGENT_ENV) + (
     "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY",
 ))
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _IMAGE = re.compile(
     r"^(?P<repo>[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
@@ -177,7 +175,7 @@ def _env_map(value, path, environ):
     out = {}
     for name, item in value.items():
         key_path = "%s.%s" % (path, name)
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
+        if not isinstance(name, str) or not ENV_NAME.match(name):
             raise ConfigError(key_path, "%s is not a valid environment variable name "
                               "(letters, digits and _, not starting with a digit)" % _short(name))
         if name in MANAGED_ENV:
@@ -304,7 +302,7 @@ def _check_request_within_limit(values, found):
 
 
 def validate_namespace(value, path="namespace"):
-    if not isinstance(value, str) or len(value) > 63 or not _DNS_LABEL.match(value):
+    if not isinstance(value, str) or len(value) > 63 or not DNS_LABEL.match(value):
         raise ConfigError(path, "%s is not a valid Kubernetes namespace (a DNS label: lower-case letters, "
                           "digits and '-', at most 63 characters)" % _short(value))
     return value
@@ -313,7 +311,7 @@ def validate_namespace(value, path="namespace"):
 def validate_object_name(value, path="name"):
     """The name of the objects an agent or worker owns. A DNS label, not just any object name (a DNS
     subdomain): it is also their app.kubernetes.io/instance label value, at most 63 characters."""
-    if not isinstance(value, str) or len(value) > 63 or not _DNS_LABEL.match(value):
+    if not isinstance(value, str) or len(value) > 63 or not DNS_LABEL.match(value):
         raise ConfigError(path, "%s is not a valid name for the agent's or worker's objects (a DNS label: "
                           "lower-case letters, digits and '-', at most 63 characters)" % _short(value))
     return value

@@ -10,7 +10,6 @@ __metaclass__ = type
 import hashlib
 import json
 import os
-import re
 
 from ansible.module_utils.basic import env_fallback
 
@@ -23,6 +22,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._runners.options impo
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import PrefectApiError
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeClient, KubeError
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.chart_values import check_base_job_template
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.job_options import DNS_SUBDOMAIN, ENV_NAME
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
     ConfigError, parse_overrides, validate_image, validate_namespace,
 )
@@ -35,8 +35,6 @@ from ansible_collections.qhub.prefect.plugins.module_utils._render.work_pool_tem
 INPUT_MARK = "qhub.prefect input "
 
 DERIVED = ("overrides", "secret_env_names", "secret_name", "job_namespace", "service_account_name", "job_image")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 # The key of the chart's base job template ConfigMap (worker.config.baseJobTemplate.existingConfigMapName).
@@ -80,7 +78,7 @@ def derived_template(params, base=None, read_config_map=None):
     # name, as a secretKeyRef into the Secret, never the value.
     names = list(params["secret_env_names"] or []) + sorted(referenced)
     for index, name in enumerate(names):
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
+        if not isinstance(name, str) or not ENV_NAME.match(name):
             raise ConfigError("secret_env_names[%d]" % index, "%r is not a valid environment variable name" % (name,))
         if name in job.env:
             raise ConfigError("secret_env_names[%d]" % index, "%s is also a plain variable in overrides.envVars" % name)
@@ -88,11 +86,11 @@ def derived_template(params, base=None, read_config_map=None):
     if names and not secret_name:
         raise ConfigError("secret_name", "required with secret_env_names or QHUB_SECRET_ references in "
                           "overrides.envVars: the Secret the flow runs read them from")
-    if secret_name and (len(secret_name) > 253 or not _DNS_SUBDOMAIN.match(secret_name)):
+    if secret_name and (len(secret_name) > 253 or not DNS_SUBDOMAIN.match(secret_name)):
         raise ConfigError("secret_name", "%r is not a valid Secret name" % secret_name)
     if params["job_namespace"] is not None:
         validate_namespace(params["job_namespace"], "job_namespace")
-    if params["service_account_name"] is not None and not _DNS_SUBDOMAIN.match(params["service_account_name"]):
+    if params["service_account_name"] is not None and not DNS_SUBDOMAIN.match(params["service_account_name"]):
         raise ConfigError("service_account_name", "%r is not a valid ServiceAccount name"
                           % params["service_account_name"])
     if params["job_image"] is not None:
