@@ -4,7 +4,8 @@ For each fleet size and forks, on one test bed with an audit log (each deploymen
 pool): the first apply and the no-op rerun of `ansible-playbook -i FLEET.qhub_deployments.yml deploy.yml`, the
 same fleet with the anchor (one kubernetes.core.k8s task per object, one inventory host per deployment, the
 same forks), and the API requests per deployment of the no-op run (apiserver audit log, Prefect counting
-proxy). The anchor venv, the timing and the request counting are benchmarks/run.py's.
+proxy). The anchor venv, the timing and the request counting are benchmarks/run.py's, whose fleet section
+measures one size over several clusters with the controller's CPU and memory; this is the sweep.
 
     .venv/bin/python benchmarks/fleet.py [--sizes 1,4,8,16] [--forks 1,4,8] [--repeat 1] [--anchor-forks 1,4,8]
 """
@@ -106,11 +107,11 @@ def main():
                     for dummy in range(args.repeat):
                         inventory, dummy_names = bench.fleet(size, uuid.uuid4().hex[:5])
                         command = bench.deploy_fleet(inventory, forks)
-                        firsts.append(bench.timed(command)[0])
-                        seconds, events, prefect = bench.timed(command)
-                        noops.append(seconds)
-                        reads, writes = classify(events)
-                        per = (len(reads) / size, len(writes) / size, len(prefect) / size)
+                        firsts.append(bench.timed(command).seconds)
+                        measured = bench.timed(command)
+                        noops.append(measured.seconds)
+                        reads, writes = classify(measured.events)
+                        per = (len(reads) / size, len(writes) / size, len(measured.prefect) / size)
                     row.update(first=median(firsts), noop=median(noops), per=per)
                 if forks in anchor_forks and size in anchor_sizes:
                     firsts, noops, per = [], [], None
@@ -118,10 +119,10 @@ def main():
                         tag = uuid.uuid4().hex[:5]
                         playbook, inventory = bench.anchor_fleet(["a%02d-%s" % (i, tag) for i in range(size)], tag)
                         command = [str(anchor_bin), "-i", str(inventory), str(playbook), "--forks", str(forks)]
-                        firsts.append(bench.timed(command, env=anchor_env)[0])
-                        seconds, events, dummy_prefect = bench.timed(command, env=anchor_env)
-                        noops.append(seconds)
-                        reads, writes = classify(events)
+                        firsts.append(bench.timed(command, env=anchor_env).seconds)
+                        measured = bench.timed(command, env=anchor_env)
+                        noops.append(measured.seconds)
+                        reads, writes = classify(measured.events)
                         per = (len(reads) / size, len(writes) / size)
                     row.update(anchor_first=median(firsts), anchor_noop=median(noops), anchor_per=per)
                 rows.append(row)

@@ -41,9 +41,9 @@ def recap_changed(result):
 
 def rbac_in(api_client, namespace):
     rbac = k8s.RbacAuthorizationV1Api(api_client)
-    return sorted([("Role", r.metadata.name) for r in rbac.list_namespaced_role(namespace, label_selector=MANAGED).items]
-                  + [("RoleBinding", b.metadata.name)
-                     for b in rbac.list_namespaced_role_binding(namespace, label_selector=MANAGED).items])
+    roles = rbac.list_namespaced_role(namespace, label_selector=MANAGED).items
+    bindings = rbac.list_namespaced_role_binding(namespace, label_selector=MANAGED).items
+    return sorted([("Role", r.metadata.name) for r in roles] + [("RoleBinding", b.metadata.name) for b in bindings])
 
 
 def budgets_in(api_client, namespace):

@@ -78,12 +78,24 @@ def oracle(generation, environ, role_url, config_token):
     return url, token, auth
 
 
-def role_tasks():
-    tasks = yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())
+def role_tasks(name="main.yml", when=()):
+    """The role's tasks in the order main.yml runs them: blocks and import_tasks expanded, each task with the
+    conditions of the blocks and imports around it before its own."""
     flat = []
-    for task in tasks:
-        flat += task.get("block", [task])
+    for task in yaml.safe_load((ROLE / "tasks" / name).read_text()):
+        conditions = list(when) + _conditions(task)
+        if "ansible.builtin.import_tasks" in task:
+            flat += role_tasks(task["ansible.builtin.import_tasks"], conditions)
+        elif "block" in task:
+            flat += [dict(item, when=conditions + _conditions(item)) for item in task["block"]]
+        else:
+            flat.append(dict(task, when=conditions))
     return flat
+
+
+def _conditions(task):
+    own = task.get("when")
+    return own if isinstance(own, list) else [own] if own else []
 
 
 def role_vars(extra):
@@ -213,7 +225,7 @@ def test_role_and_modules_agree_with_the_rule(generation, url_case, token_case, 
     assert failed_key is None
     assert {module for module, _view in modules} == (
         {"qhub.prefect.prefect_project", "qhub.prefect.prefect_agent_config"} if generation == "prefect1" else
-        {"qhub.prefect.prefect_work_pool", "qhub.prefect.prefect_agent_config", "qhub.prefect.prefect_worker_status"})
+        {"qhub.prefect.prefect_work_pool", "qhub.prefect.prefect_agent_config"})
     for module, view in modules:
         assert view == expected, "%s resolved %r, the rule says %r" % (module, view, expected)
 
