@@ -27,8 +27,8 @@ description:
     C(app.kubernetes.io/managed-by) label and C(qhub.prefect/instance=INSTANCE) B(and) sits in O(namespace).
     Those under another name (a generation switch) are removed in the same run, B(after) the new objects are
     applied and, with O(wait), the new pod is Ready and the worker ONLINE; if anything new fails, nothing old is
-    deleted and the error says where the old agent or worker still runs. Deletes are C(Foreground) and carry the
-    uid that was read.
+    deleted and the error says where the old agent or worker still runs. Deletes carry the uid that was read;
+    a Deployment's is C(Foreground) (it goes with its pods), the others' C(Background) (gone at once).
   - An agent or worker of this instance in another namespace is never deleted unasked. The run stops before
     writing, naming the namespace. For a namespace move, name the old namespace in O(move_from); for another QHub
     deployment that shares the name, give this one its own O(instance). The search lists Deployments only, metadata

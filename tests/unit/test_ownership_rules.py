@@ -103,6 +103,15 @@ def test_delete_carries_the_uid_read_and_is_foreground():
     assert body["preconditions"] == {"uid": "abc"} and body["propagationPolicy"] == "Foreground"
 
 
+def test_a_role_is_deleted_at_once_not_left_to_the_garbage_collector():
+    client = ListingClient()
+    role = dict(deployment("ns", "w", "mine", uid="abc"), kind="Role", apiVersion="rbac.authorization.k8s.io/v1")
+    Applier(client).delete_owned(role, "mine", existing=role, label="qhub.prefect/instance")
+    method, path, dummy, body, dummy = client.sent[-1]
+    assert method == "DELETE" and path == "/apis/rbac.authorization.k8s.io/v1/namespaces/ns/roles/w"
+    assert body["preconditions"] == {"uid": "abc"} and body["propagationPolicy"] == "Background"
+
+
 @pytest.mark.parametrize("owner", ["other", None])
 def test_delete_leaves_what_is_not_this_instances(owner):
     client = ListingClient()

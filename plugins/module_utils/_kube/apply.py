@@ -230,7 +230,7 @@ class Applier:
 
         ``owners`` widens ``instance`` to the label values that count as this deployment's (an earlier
         version's label). The delete carries the uid that was read, so an object another run has
-        replaced since is never deleted on an old read, and is Foreground: the call returns once the
+        replaced since is never deleted on an old read. A Deployment's is Foreground: the call returns once the
         server has accepted it, and the object stays until its pods are gone (``wait_gone``).
         """
         path = object_path(manifest)
@@ -243,7 +243,11 @@ class Applier:
         if labels.get(MANAGED_BY_LABEL) != FIELD_MANAGER or labels.get(label) not in (owners or (instance,)):
             self.skip(manifest, existing)
             return None
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground",
+        # Foreground only where there are dependents to wait for (a Deployment's ReplicaSets and pods):
+        # anything else would keep a finalizer until the garbage collector got round to it, so a removed
+        # Role could still be read, and still grant, after the run said it was gone.
+        policy = "Foreground" if manifest["kind"] == "Deployment" else "Background"
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": policy,
                 "preconditions": {"uid": existing["metadata"].get("uid")}}
         if self.check_mode:
             # In the body: with DeleteOptions in the body, the API server ignores them in the query.
