@@ -221,8 +221,9 @@ class Bench:
 
     def anchor_playbook(self, namespace):
         """The same objects deploy.yml applies, each in its own kubernetes.core.k8s task."""
-        from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import parse_overrides
-        from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import AgentSpec, render_objects
+        from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import parse_overrides
+        from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import render_objects
+        from ansible_collections.qhub.prefect.plugins.module_utils._render.spec import AgentSpec
         job, secret_env = parse_overrides({"JOB_CPU_LIMIT": "2", "JOB_MEM_LIMIT": "4Gi",
                                            "envVars": {"ENVIRONMENT": "bench"},
                                            "secretEnvVars": {"SECRET_000": "value-0"}}, {})

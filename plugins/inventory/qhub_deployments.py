@@ -123,9 +123,9 @@ from ansible.errors import AnsibleParserError
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import _AnyVariable, parse_qhub_config
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import read_qhub_config_file
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import AnyVariable, parse_qhub_config
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config_file import read_qhub_config_file
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
 
 ENTRY_KEYS = ("config", "name", "kubeconfig", "context", "prefect_api_url", "prefect_token_env", "vars")
 SETTING_VARS = (("kubeconfig", "qhub_prefect_kubeconfig"), ("context", "qhub_prefect_kube_context"),
@@ -137,17 +137,11 @@ SECRET_VARS = ("qhub_prefect_api_key",)
 
 
 def _is_vault_encrypted(value):
-    try:  # ansible-core 2.19 and later
-        from ansible.parsing.vault import EncryptedString
-        if isinstance(value, EncryptedString):
-            return True
+    try:  # ansible-core 2.19 and later; there the older class is a deprecated stand-in
+        from ansible.parsing.vault import EncryptedString as vaulted
     except ImportError:
-        pass
-    try:
-        from ansible.parsing.yaml.objects import AnsibleVaultEncryptedUnicode
-        return isinstance(value, AnsibleVaultEncryptedUnicode)
-    except ImportError:
-        return False
+        from ansible.parsing.yaml.objects import AnsibleVaultEncryptedUnicode as vaulted
+    return isinstance(value, vaulted)
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -248,7 +242,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         record["name"] = record["name"] or record["project_name"] or fallback
         try:
             # Secret references and credentials are checked at run time, where the deployment's environment is.
-            config = parse_qhub_config(doc, _AnyVariable({}), require_token=False, credentials=False)
+            config = parse_qhub_config(doc, AnyVariable({}), require_token=False, credentials=False)
         except ConfigError as exc:
             record["error"] = "%s: %s" % (path, exc)
             record["key"] = exc.path

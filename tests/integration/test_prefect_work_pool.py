@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import parse_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import parse_overrides
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_work_pool import input_mark
 from ansible_collections.qhub.prefect.plugins.module_utils._render.work_pool_template import (
     build_base_job_template, server_default_template,

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import load_yaml_strict, parse_qhub_config
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
 
 CORPUS = sorted((pathlib.Path(__file__).parents[1] / "data" / "bad-configs").glob("*.yml"))
 

@@ -20,11 +20,15 @@ from ansible_collections.qhub.prefect.plugins.module_utils._qhub.chart_values im
     CHART_KEYS, CONTAINER_SECURITY_CONTEXT, KEY_BY_PATH, OWNED_ELSEWHERE, POD_SECURITY_CONTEXT, SAME_AS_OURS,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import parse_qhub_config
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    PREFECT1, PREFECT3, ConfigError, check_image_version, needs_cluster_uid,
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.images import (
+    PREFECT1, PREFECT3, check_image_version, needs_cluster_uid,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import render_objects, secret_data
-from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_agent_config, prefect_work_pool
+from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import render_objects
+from ansible_collections.qhub.prefect.plugins.module_utils._render.spec import secret_data
+from ansible_collections.qhub.prefect.plugins.module_utils._runners import (
+    agent_cluster, prefect_agent_config, prefect_work_pool,
+)
 
 IMAGES = {PREFECT1: "prefecthq/prefect:1.4.1-python3.9", PREFECT3: "prefecthq/prefect:3.4.1-python3.11-kubernetes"}
 ENVIRON = {"PREFECT_API_URL": "http://prefect.dev:4200/api", "PREFECT_API_KEY": "canary-token"}
@@ -86,7 +90,8 @@ class Rendered:
         self.spec = spec = prefect_agent_config.build_spec(agent_params(generation, overrides, image), ENVIRON)
         if not spec.is_agent:
             # What the module's run sets before rendering; a given worker.clusterUid needs no client.
-            spec.cluster_uid, _note = prefect_agent_config._cluster_uid(None, spec, None)
+            uid, _note = agent_cluster.cluster_uid(None, spec, None)
+            self.spec = spec = spec.with_live_values(cluster_uid=uid)
         self.objects = render_objects(spec)
         self.pool = pool_template(overrides) if not spec.is_agent else None
 
@@ -601,14 +606,14 @@ def test_a_given_cluster_uid_is_used_without_reading_kube_system():
     client = ForbiddenClient()
     params = agent_params(PREFECT3, {"worker": {"clusterUid": "uid-1"}}, image="prefecthq/prefect:3.3.7-python3.12")
     spec = prefect_agent_config.build_spec(params, ENVIRON)
-    assert prefect_agent_config._cluster_uid(client, spec, None) == ("uid-1", None)
+    assert agent_cluster.cluster_uid(client, spec, None) == ("uid-1", None)
     assert client.requests == []
 
 
 def test_a_newer_image_reads_no_cluster_uid():
     client = ForbiddenClient()
     spec = Rendered(PREFECT3, {}).spec
-    assert prefect_agent_config._cluster_uid(client, spec, None) == (None, None)
+    assert agent_cluster.cluster_uid(client, spec, None) == (None, None)
     assert client.requests == []
     assert "PREFECT_KUBERNETES_CLUSTER_UID" not in Rendered(PREFECT3, {}).env
 
@@ -617,6 +622,6 @@ def test_an_image_that_reads_the_uid_fails_when_it_cannot_be_read():
     client = ForbiddenClient()
     params = agent_params(PREFECT3, {}, image="prefecthq/prefect:3.3.7-python3.12")
     spec = prefect_agent_config.build_spec(params, ENVIRON)
-    error = error_of(prefect_agent_config._cluster_uid, client, spec, None)
+    error = error_of(agent_cluster.cluster_uid, client, spec, None)
     assert error.path == "prefect.overrides.worker.clusterUid"
     assert client.requests == ["/api/v1/namespaces/kube-system"]

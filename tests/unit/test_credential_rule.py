@@ -17,7 +17,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_agent_config as _agent_config
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_work_pool as _work_pool
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import qhub_config_info

@@ -10,10 +10,11 @@ import re
 import pytest
 import yaml
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    FLAT_OVERRIDES, NESTED_OVERRIDES, PREFECT1, PREFECT3, JobSettings, parse_overrides,
-)
-from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import AgentSpec, render_objects
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.images import PREFECT1, PREFECT3
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.job_options import FLAT_OVERRIDES, NESTED_OVERRIDES
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import JobSettings, parse_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import render_objects
+from ansible_collections.qhub.prefect.plugins.module_utils._render.spec import AgentSpec
 from ansible_collections.qhub.prefect.plugins.module_utils._render.work_pool_template import build_base_job_template
 
 NAME = "prefect-worker"  # the agent's or worker's name, which its Secret takes

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.kubeconfig import (
-    Credentials, KubeconfigError, select, static_credentials,
+    KubeCredentials, KubeconfigError, select, static_credentials,
 )
 
 
@@ -66,7 +66,7 @@ def test_a_client_certificate_from_data_loads_and_leaves_no_file(tmp_path, monke
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    credentials = Credentials("https://k", ca_data=(tmp_path / "c.pem").read_bytes(),
+    credentials = KubeCredentials("https://k", ca_data=(tmp_path / "c.pem").read_bytes(),
                               cert_data=(tmp_path / "c.pem").read_bytes(), key_data=(tmp_path / "k.pem").read_bytes())
     context = credentials.ssl_context()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname

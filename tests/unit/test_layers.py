@@ -12,7 +12,7 @@ import pytest
 MODULE_UTILS = pathlib.Path(__file__).resolve().parents[2] / "plugins" / "module_utils"
 PREFIX = "ansible_collections.qhub.prefect.plugins.module_utils."
 # Each layer may import from the layers listed after it, never from one before it.
-LAYERS = ["_runners", "_render", "_qhub", "_kube|_prefect"]
+LAYERS = ["_runners", "_render", "_qhub", "_kube|_prefect", "_common"]
 # Within the bottom layer, only this: the QHub model parses Kubernetes quantities, the credential
 # rule prints API URLs without their user:password.
 ALLOWED_ACROSS = {("_qhub", "_kube.quantity"), ("_qhub", "_prefect.http")}

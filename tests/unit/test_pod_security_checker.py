@@ -4,8 +4,10 @@ import copy
 
 import pytest
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import PREFECT1, PREFECT3, parse_overrides
-from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import AgentSpec, render_deployment
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.images import PREFECT1, PREFECT3
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import parse_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import render_deployment
+from ansible_collections.qhub.prefect.plugins.module_utils._render.spec import AgentSpec
 from tests.pod_security import check_restricted
 
 

@@ -4,10 +4,12 @@ import pytest
 
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.quantity import quantity_value
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import load_yaml_strict, parse_qhub_config
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    ConfigError, DEFAULT_IMAGE, PREFECT1, PREFECT3, generation_of_image, parse_overrides, validate_namespace,
-    validate_object_name,
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.images import (
+    DEFAULT_IMAGE, PREFECT1, PREFECT3, generation_of_image,
 )
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.names import validate_namespace, validate_object_name
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import parse_overrides
 
 TOKEN_ENV = {"QHUB_SECRET_PREFECT_TOKEN": "token-from-env"}
 

@@ -6,8 +6,10 @@ import json
 import pytest
 import yaml
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import PREFECT1, PREFECT3, parse_overrides
-from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import AgentSpec, render_objects
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.images import PREFECT1, PREFECT3
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import parse_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import render_objects
+from ansible_collections.qhub.prefect.plugins.module_utils._render.spec import AgentSpec
 
 OVERRIDES = {
     "IMAGE_PULL_POLICY": "IfNotPresent", "IMAGE_PULL_SECRETS": "regcred",
@@ -200,13 +202,13 @@ def test_which_agents_and_workers_copy_the_key_into_flow_runs(generation, image,
 
 
 def test_without_any_key_the_secret_digest_is_keyed_with_a_salt():
-    from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import needs_digest_salt, secret_digest
+    from ansible_collections.qhub.prefect.plugins.module_utils._render.spec import needs_digest_salt, secret_digest
     unkeyed = spec(PREFECT3, token=None)
     assert needs_digest_salt(unkeyed)
     bare = secret_digest(unkeyed)
-    unkeyed.digest_salt = "c2FsdA=="
-    salted = render_objects(unkeyed)
-    assert bare != secret_digest(unkeyed)
+    salted_spec = unkeyed.with_live_values(digest_salt="c2FsdA==")
+    salted = render_objects(salted_spec)
+    assert bare != secret_digest(salted_spec) and bare == secret_digest(unkeyed)
     assert "qhub-prefect-digest-salt" in by_kind(salted)["Secret"]["data"]
     assert not needs_digest_salt(spec(PREFECT3))
 
@@ -225,3 +227,18 @@ def test_qhub_chart_form_reaches_the_prefect1_job_template_and_agent_env():
     assert (env["PREFECT__CLOUD__AGENT__LABELS"]["value"], env["IMAGE_PULL_POLICY"]["value"],
             env["JOB_CPU_LIMIT"]["value"]) == ('["dev"]', "Always", "2")
     assert "JOB_CPU_REQUEST" not in env
+
+
+@pytest.mark.parametrize("generation", [PREFECT1, PREFECT3])
+def test_a_spec_never_changes_and_its_stubs_are_what_it_renders(generation):
+    from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import object_stubs
+    built = spec(generation)
+    with pytest.raises(AttributeError):
+        built.cluster_uid = "other"
+    with pytest.raises(TypeError):
+        built.with_live_values(name="other")
+    rendered = [dict((key, item[key]) for key in ("apiVersion", "kind")) for item in render_objects(built)]
+    names = [(item["metadata"]["name"], item["metadata"]["namespace"]) for item in render_objects(built)]
+    stubs = object_stubs(built)
+    assert rendered == [dict((key, item[key]) for key in ("apiVersion", "kind")) for item in stubs]
+    assert names == [(item["metadata"]["name"], item["metadata"]["namespace"]) for item in stubs]

@@ -10,8 +10,11 @@ from urllib.parse import unquote
 import pytest
 
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeError
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.pod_diagnosis import (
+    CONFIG_ERROR_GRACE_SECONDS, Masker, pod_problems,
+)
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.rollout import (
-    CONFIG_ERROR_GRACE_SECONDS, Masker, deployment_available, old_pods_left, pod_problems, wait_for_rollout,
+    deployment_available, old_pods_left, wait_for_rollout,
 )
 from tests.unit import rollout_fixtures as fx
 

@@ -16,16 +16,16 @@ import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube.rollout import MASK, Masker
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import MASK
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.pod_diagnosis import Masker
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import PrefectHttpClient
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import config_secret_values, parse_qhub_config
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import candidate_secrets, url_userinfo
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    PREFECT1, PREFECT3, ConfigError, parse_overrides, public_overrides,
-)
-from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import (
-    AgentSpec, needs_digest_salt, render_objects, secret_data,
-)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.images import PREFECT1, PREFECT3
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import parse_overrides, public_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import render_objects
+from ansible_collections.qhub.prefect.plugins.module_utils._render.spec import AgentSpec, needs_digest_salt, secret_data
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_agent_config, prefect_work_pool
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
     task_config_secrets, task_secret_values,

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.base_job_template import DEFAULT_BASE_JOB_TEMPLATE
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_work_pool import (
     BASE_JOB_TEMPLATE_KEY, derived_template, input_mark,
 )

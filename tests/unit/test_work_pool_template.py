@@ -12,7 +12,7 @@ import pytest
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.base_job_template import (
     DEFAULT_BASE_JOB_TEMPLATE, PREFECT_KUBERNETES_VERSION,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import parse_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import parse_overrides
 from ansible_collections.qhub.prefect.plugins.module_utils._render.work_pool_template import (
     build_base_job_template, server_default_template,
 )

@@ -24,12 +24,15 @@ except ImportError as exc:  # pragma: no cover - reported by the module with mis
     HAS_URLLIB3 = False
     URLLIB3_IMPORT_ERROR = exc
 
+from ansible_collections.qhub.prefect.plugins.module_utils._common.errors import QhubPrefectError
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.kubeconfig import (
-    Credentials, KubeconfigError, select, static_credentials,
+    KubeCredentials, KubeconfigError, select, static_credentials,
 )
 
 
-class KubeError(Exception):
+class KubeError(QhubPrefectError):
+    """A request to the Kubernetes API failed, or the cluster is not as the run needs it."""
+
     def __init__(self, message, status=None, body=None):
         super(KubeError, self).__init__(message)
         self.status = status
@@ -140,6 +143,6 @@ def _client_credentials(target):
     for setting in configuration.auth_settings().values():
         if setting.get("in") == "header" and setting.get("key", "").lower() == "authorization" and setting.get("value"):
             authorization = setting["value"]
-    return Credentials(configuration.host, authorization=authorization, ca_file=configuration.ssl_ca_cert,
+    return KubeCredentials(configuration.host, authorization=authorization, ca_file=configuration.ssl_ca_cert,
                        cert_file=configuration.cert_file, key_file=configuration.key_file,
                        verify=configuration.verify_ssl, proxy=configuration.proxy)

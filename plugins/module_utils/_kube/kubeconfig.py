@@ -24,6 +24,8 @@ import shutil
 import ssl
 import tempfile
 
+from ansible_collections.qhub.prefect.plugins.module_utils._common.errors import QhubPrefectError
+
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # User keys this loader understands; any other key with a value means the kubernetes client is needed.
 _STATIC_USER_KEYS = frozenset(("token", "tokenFile", "client-certificate", "client-certificate-data",
@@ -32,11 +34,11 @@ _STATIC_CLUSTER_KEYS = frozenset(("server", "certificate-authority", "certificat
                                   "insecure-skip-tls-verify", "proxy-url", "extensions"))
 
 
-class KubeconfigError(Exception):
-    pass
+class KubeconfigError(QhubPrefectError):
+    """The kubeconfig, or the options naming the cluster, do not give a usable target."""
 
 
-class Credentials:
+class KubeCredentials:
     """What a request needs: the server, how to verify it, and how to authenticate.
 
     Embedded kubeconfig data (``*_data``) stays in memory: files written for it would outlive the
@@ -267,9 +269,9 @@ def _kubeconfig_target(documents, context):
 
 
 def static_credentials(target, service_account_dir=None):
-    """The Credentials of a Target, or None when they take code (``target.needs_client()``)."""
+    """The KubeCredentials of a Target, or None when they take code (``target.needs_client()``)."""
     if target.how == "host":
-        return Credentials(target.server)
+        return KubeCredentials(target.server)
     if target.how == "in-cluster":
         return _incluster_credentials(target, service_account_dir or SERVICE_ACCOUNT_DIR)
     if target.needs_client():
@@ -288,7 +290,7 @@ def static_credentials(target, service_account_dir=None):
         except (IOError, OSError) as exc:
             raise KubeconfigError("cannot read the tokenFile of the user %r in the kubeconfig %s: %s"
                                   % (target.user_name, target.kubeconfig, exc))
-    return Credentials(target.server, token=token, username=user.get("username"), password=user.get("password"),
+    return KubeCredentials(target.server, token=token, username=user.get("username"), password=user.get("password"),
                        ca_file=cluster.get("certificate-authority"),
                        ca_data=data_of(cluster, "certificate-authority-data"),
                        cert_file=user.get("client-certificate"), cert_data=data_of(user, "client-certificate-data"),
@@ -303,4 +305,4 @@ def _incluster_credentials(target, service_account_dir):
             token = handle.read().strip()
     except (IOError, OSError) as exc:
         raise KubeconfigError("cannot read the pod's ServiceAccount token: %s" % exc)
-    return Credentials(target.server, token=token, ca_file=os.path.join(service_account_dir, "ca.crt"))
+    return KubeCredentials(target.server, token=token, ca_file=os.path.join(service_account_dir, "ca.crt"))

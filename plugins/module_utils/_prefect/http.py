@@ -24,6 +24,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from ansible.module_utils.urls import ConnectionError as AnsibleConnectionError
 from ansible.module_utils.urls import SSLValidationError, open_url
 
+from ansible_collections.qhub.prefect.plugins.module_utils._common.errors import QhubPrefectError, short
+
 RETRY_STATUSES = (429, 502, 503, 504)
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 409: "Conflict", 422: "Unprocessable Entity", 429: "Too Many Requests",
@@ -38,12 +40,14 @@ PREFECT3_API = ("a Prefect 2/3 REST API", ("http://HOST:4200/api, or "
 PREFECT1_API = ("a Prefect 1 GraphQL API", "http://HOST:4200/graphql for Prefect Server 1")
 
 
-class PrefectApiError(Exception):
+class PrefectApiError(QhubPrefectError):
     """A request to the Prefect API failed; ``str()`` is a message for the user, without the key."""
+
+    # The HTTP status helps tell a refused key from a missing object; the body may echo what was sent.
+    PUBLIC_DETAILS = ("status",)
 
     def __init__(self, message, status=None, body=None):
         super().__init__(message)
-        self.message = message
         self.status = status
         self.body = body
 
@@ -78,11 +82,6 @@ def _retry_after_seconds(value, now=None):
     return max(0.0, when.timestamp() - now)
 
 
-def _short(text):
-    text = " ".join(str(text).split())
-    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "..."
-
-
 def error_detail(body):
     """The human part of an error body from Prefect (FastAPI ``detail`` or a validation error list)."""
     if isinstance(body, dict):
@@ -93,13 +92,14 @@ def error_detail(body):
                     where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
                     items.append("%s: %s" % (where, item.get("msg")) if where else str(item.get("msg")))
             if items:
-                return _short("; ".join(items))
+                return short("; ".join(items), MAX_ERROR_TEXT, one_line=True)
         detail = body.get("detail", body.get("message", body.get("exception_message")))
         if detail is not None:
-            return _short(detail if isinstance(detail, str) else json.dumps(detail, sort_keys=True))
+            return short(detail if isinstance(detail, str) else json.dumps(detail, sort_keys=True), MAX_ERROR_TEXT,
+                         one_line=True)
     if body in (None, ""):
         return ""
-    return _short(body if isinstance(body, str) else json.dumps(body, sort_keys=True))
+    return short(body if isinstance(body, str) else json.dumps(body, sort_keys=True), MAX_ERROR_TEXT, one_line=True)
 
 
 class PrefectHttpClient:
@@ -202,22 +202,25 @@ class PrefectHttpClient:
                     raise self._status_error(method, url, status, parsed, exc)
             except SSLValidationError as exc:
                 raise self.error("could not verify the TLS certificate of %s: %s (set validate_certs=false only "
-                                 "for a test server)" % (public_url(url), _short(exc)))
+                                 "for a test server)" % (public_url(url), short(exc, MAX_ERROR_TEXT, one_line=True)))
             except TimeoutError:
                 last_problem = "did not answer within %s s" % (timeout or self.timeout)
             except URLError as exc:
                 reason = getattr(exc, "reason", exc)
                 if "CERTIFICATE_VERIFY_FAILED" in str(reason):
                     raise self.error("could not verify the TLS certificate of %s: %s (set validate_certs=false "
-                                     "only for a test server)" % (public_url(url), _short(reason)))
+                                     "only for a test server)" % (
+                                         public_url(url), short(reason, MAX_ERROR_TEXT, one_line=True)))
                 if isinstance(reason, (socket.timeout, TimeoutError)):
                     last_problem = "did not answer within %s s" % (timeout or self.timeout)
                 else:
-                    last_problem = "could not be reached (%s)" % _short(reason)
+                    last_problem = "could not be reached (%s)" % short(reason, MAX_ERROR_TEXT, one_line=True)
             except (AnsibleConnectionError, HTTPException, OSError) as exc:
-                last_problem = "could not be reached (%s)" % _short(str(exc) or type(exc).__name__)
+                last_problem = "could not be reached (%s)" % short(str(exc) or type(exc).__name__, MAX_ERROR_TEXT,
+                                                                    one_line=True)
             except ValueError as exc:
-                raise self.error("cannot send a request to %s: %s" % (public_url(url), _short(exc)))
+                raise self.error("cannot send a request to %s: %s" % (
+                    public_url(url), short(exc, MAX_ERROR_TEXT, one_line=True)))
             if attempt >= self.retries:
                 raise self.error("the Prefect API at %s %s; gave up after %d %s" % (
                     public_url(url), last_problem, attempt + 1, "attempt" if attempt == 0 else "attempts"))

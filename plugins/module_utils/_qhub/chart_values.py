@@ -21,7 +21,8 @@ import copy
 import difflib
 import json
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError, short, type_name
+from ansible_collections.qhub.prefect.plugins.module_utils._common.errors import short
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError, type_name
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.job_options import (
     DNS_LABEL, DNS_SUBDOMAIN, ENV_NAME, parse_quantity, pull_policy,
 )

@@ -12,14 +12,20 @@ __metaclass__ = type
 
 import hashlib
 
+from ansible_collections.qhub.prefect.plugins.module_utils._common.errors import short
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.chart_values import refuse_for_agent
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import (
     Credentials, resolve as resolve_credentials, resolve_api_url,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    DEFAULT_IMAGE, DEFAULT_NAMESPACE, GENERATIONS, PREFECT1, SECRET_PREFIX, ConfigError, _short, _type_name,
-    check_image_version, generation_of_image, is_secret_ref, parse_overrides, validate_image, validate_label_value,
-    validate_namespace,
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError, type_name
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.images import (
+    DEFAULT_IMAGE, GENERATIONS, PREFECT1, check_image_version, generation_of_image, validate_image,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.names import (
+    DEFAULT_NAMESPACE, validate_label_value, validate_namespace,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import (
+    SECRET_PREFIX, is_secret_ref, parse_overrides,
 )
 
 PREFECT_BLOCK_KEYS = ("enabled", "image", "overrides", "token")
@@ -53,7 +59,7 @@ class PrefectConfig:
         })
 
 
-class _AnyVariable(dict):
+class AnyVariable(dict):
     """An environment in which every variable is set (to its value, or to an empty string)."""
 
     def __contains__(self, name):
@@ -74,12 +80,12 @@ def _no_credentials(generation, environ, api_url):
 def prefect_block(doc):
     """The ``prefect:`` mapping of a config document with its keys checked; ``{enabled: false}`` when absent."""
     if not isinstance(doc, dict):
-        raise ConfigError("(top level)", "the QHub config is %s, not a mapping" % _type_name(doc))
+        raise ConfigError("(top level)", "the QHub config is %s, not a mapping" % type_name(doc))
     block = doc.get("prefect")
     if block is None:
         return {"enabled": False}
     if not isinstance(block, dict):
-        raise ConfigError("prefect", "%s is not a mapping (want enabled, image, overrides)" % _type_name(block))
+        raise ConfigError("prefect", "%s is not a mapping (want enabled, image, overrides)" % type_name(block))
     for key in block:
         if key not in PREFECT_BLOCK_KEYS:
             raise ConfigError("prefect.%s" % key, "unknown key; accepted keys: %s" % ", ".join(PREFECT_BLOCK_KEYS))
@@ -166,13 +172,13 @@ def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_u
     ``credentials=False`` leaves the API URL and token unresolved: for a reader without the run's environment.
     """
     if not isinstance(doc, dict):
-        raise ConfigError("(top level)", "the QHub config is %s, not a mapping" % _type_name(doc))
+        raise ConfigError("(top level)", "the QHub config is %s, not a mapping" % type_name(doc))
     namespace = validate_namespace(doc.get("namespace", DEFAULT_NAMESPACE))
     instance = instance_of(doc, namespace, instance)
     block = prefect_block(doc)
     enabled = block.get("enabled", False)
     if not isinstance(enabled, bool):
-        raise ConfigError("prefect.enabled", "%s is not true or false" % _short(enabled))
+        raise ConfigError("prefect.enabled", "%s is not true or false" % short(enabled))
     image = block.get("image")
     image = DEFAULT_IMAGE if image is None else validate_image(image)
     if generation in (None, "auto"):
@@ -183,7 +189,7 @@ def parse_qhub_config(doc, environ, generation="auto", require_token=True, api_u
         check_image_version(image, generation)
     # A disabled block is still validated, but its QHUB_SECRET_ references need not resolve: removing
     # the agent must not require the secrets it used to get.
-    references = environ if enabled else _AnyVariable(environ)
+    references = environ if enabled else AnyVariable(environ)
     job, secret_env = parse_overrides(block.get("overrides"), references)
     if generation == PREFECT1:
         refuse_for_agent(job.chart)

@@ -15,8 +15,10 @@ __metaclass__ = type
 from urllib.parse import unquote, urlparse, urlsplit
 
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import public_url
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    ConfigError, PREFECT1, SECRET_PREFIX, is_secret_ref, resolve_secret_ref,
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.images import PREFECT1
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import (
+    SECRET_PREFIX, is_secret_ref, resolve_secret_ref,
 )
 
 # In this order; the config's prefect.token comes last.

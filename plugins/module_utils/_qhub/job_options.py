@@ -6,7 +6,7 @@
 A ``JobOption`` names every key that sets it (the Prefect Server chart's flat agent env, QHub's nested
 chart values, the prefect-worker chart's key), how its value is checked, and where it lands: the
 Prefect 1 agent's env, the flow-run pod (as a Prefect 2/3 work-pool variable or literally), the worker's
-command line. Parsing (model.py), rendering (_render/flow_run.py, _render/objects.py) and the key
+command line. Parsing (overrides.py), rendering (_render/flow_run.py, _render/objects.py) and the key
 lists in docs/configuration.md are all derived from ``JOB_OPTIONS``; tests/unit/test_declarations.py
 holds the docs equal to it.
 """
@@ -20,7 +20,8 @@ import json
 import re
 
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.quantity import quantity_value
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError, short, type_name
+from ansible_collections.qhub.prefect.plugins.module_utils._common.errors import short
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError, type_name
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -9,6 +9,7 @@ __metaclass__ = type
 
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.target import KubeTargetError, kube_target
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import kube_auth_argument_spec
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.failure import fail_from_exception
 
 # The options that choose the API server, as every module that talks to Kubernetes reads them: with a token,
 # host needs no kubeconfig; without one, the kubeconfig must hold the credentials (kube_token is never returned).
@@ -25,5 +26,5 @@ def run(module):
     try:
         target = kube_target(params["kubeconfig"], params["context"], params["host"], token=params["kube_token"])
     except KubeTargetError as exc:
-        module.fail_json(msg=str(exc))
+        fail_from_exception(module, exc)
     module.exit_json(changed=False, **target)

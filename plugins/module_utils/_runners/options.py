@@ -24,9 +24,11 @@ from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import 
     PREFECT1_API, PREFECT3_API, PrefectApiError, PrefectHttpClient,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import (
-    config_secret_values, config_secrets, load_yaml_strict,
+    config_secret_values, config_secrets,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config_file import read_qhub_config_file
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.failure import fail_from_exception
 
 
 def module_spec(runner):
@@ -61,7 +63,7 @@ def kube_client(module):
                           token=params["kube_token"], ca_cert=params["ca_cert"],
                           validate_certs=params["validate_certs"])
     except KubeError as exc:
-        module.fail_json(msg=str(exc))
+        fail_from_exception(module, exc)
 
 
 DEFAULT_TIMEOUT = 30
@@ -80,17 +82,6 @@ def prefect_api_argument_spec():
         retries=dict(type="int", default=DEFAULT_RETRIES),
         qhub_config=dict(type="raw"),
     )
-
-
-def read_qhub_config_file(path):
-    """(absolute path, document) of a QHub config file; duplicate keys and YAML errors are ConfigErrors.
-
-    IOError and UnicodeDecodeError go to the caller, which says which option named the file.
-    """
-    path = os.path.abspath(os.path.expanduser(path))
-    with open(path, "rb") as handle:
-        text = handle.read().decode("utf-8")
-    return path, load_yaml_strict(text, path)
 
 
 def mask_values(module, values):
@@ -151,7 +142,7 @@ def module_credentials(module, generation="prefect3", environ=None):
                                           api_key=params.get("api_key"), api_auth_string=params.get("api_auth_string"),
                                           config_token=config_token)
     except ConfigError as exc:
-        module.fail_json(msg=str(exc), key=exc.path, changed=False)
+        fail_from_exception(module, exc, changed=False)
     mask_values(module, (credentials.token, credentials.auth_string))
     if generation != "prefect1" and not credentials.api_url:
         module.fail_json(msg="api_url: no Prefect API URL: set api_url or PREFECT_API_URL", key="api_url",
@@ -169,14 +160,5 @@ def http_client(module, generation="prefect3", timeout=None):
                                  timeout=timeout or params.get("timeout") or DEFAULT_TIMEOUT,
                                  retries=params.get("retries"), validate_certs=params.get("validate_certs"), api=api)
     except PrefectApiError as exc:
-        module.fail_json(msg=str(exc), changed=False)
+        fail_from_exception(module, exc, changed=False)
 
-
-def fail_api(module, exc, http=None, **result):
-    """End the module on a PrefectApiError, with the status and the number of requests made."""
-    result.setdefault("changed", False)
-    if http is not None:
-        result["requests"] = http.requests
-    if getattr(exc, "status", None) is not None:
-        result["status"] = exc.status
-    module.fail_json(msg=str(exc), **result)

@@ -17,7 +17,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
     FIELD_MANAGER, MANAGED_BY_LABEL, OWNED_KINDS, OWNER_LABEL, describe, list_deployments_everywhere, list_labelled,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import legacy_instance
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
 
 
 def object_key(obj):

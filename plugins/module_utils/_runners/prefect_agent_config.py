@@ -7,10 +7,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import base64
-import json
 import os
 
+from ansible_collections.qhub.prefect.plugins.module_utils._common.errors import QhubPrefectError
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import resolve as resolve_credentials
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
     Applier, OWNER_LABEL, describe, object_path,
@@ -26,21 +25,28 @@ from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v3 import Pr
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
     kube_auth_argument_spec, kube_client, mask_values, task_config_secrets, task_secret_values,
 )
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.failure import fail_from_exception
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.ownership import (
-    RBAC_KINDS, Ownership, object_key, owned_in, refuse_elsewhere, refuse_takeover, search_elsewhere,
+    Ownership, object_key, refuse_elsewhere, refuse_takeover, search_elsewhere,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.chart_values import refuse_for_agent
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    ConfigError, DEFAULT_IMAGE, PREFECT1, check_image_version, generation_of_image, needs_cluster_uid, parse_overrides,
-    validate_image, validate_label_value, validate_namespace, validate_object_name,
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.images import (
+    DEFAULT_IMAGE, PREFECT1, check_image_version, generation_of_image, validate_image,
 )
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.names import (
+    default_object_name, validate_label_value, validate_namespace, validate_object_name,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import parse_overrides
 from ansible_collections.qhub.prefect.plugins.module_utils._render.objects import (
-    AgentSpec, DIGEST_SALT_KEY, PREFECT_OBJECTS_ANNOTATION, key_reaches_flow_runs_as_text, needs_digest_salt,
-    owned_object_stubs, prefect_objects, render_objects, secret_data,
+    key_reaches_flow_runs_as_text, object_stubs, owned_object_stubs, render_objects,
+)
+from ansible_collections.qhub.prefect.plugins.module_utils._render.spec import AgentSpec, secret_data
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.agent_cluster import (
+    disruption_budget_api, left_in_place, live_values, namespace_exists, owned_objects, read_live,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.rollout import wait_for_rollout
 
-KUBE_SYSTEM = "/api/v1/namespaces/kube-system"
 # urllib3 comes with the kubernetes client; a controller without it launches the module instead.
 HAS_REQUIREMENTS = HAS_URLLIB3
 
@@ -108,7 +114,7 @@ def build_spec(params, environ, config_secret_env=None, config_token=None):
         token, api_url, auth_string = credentials.token, credentials.api_url, credentials.auth_string
         if generation != PREFECT1 and not api_url:
             raise ConfigError("api_url", "a Prefect 2/3 worker needs the API URL: set api_url or PREFECT_API_URL")
-    name = params["name"] or ("prefect-agent" if generation == PREFECT1 else "prefect-worker")
+    name = params["name"] or default_object_name(generation)
     validate_object_name(name, "name")
     queues = job.labels if generation != PREFECT1 else []
     spec = AgentSpec(name=name, namespace=namespace, generation=generation, image=image, job=job,
@@ -119,113 +125,6 @@ def build_spec(params, environ, config_secret_env=None, config_token=None):
     if params["state"] == "present":
         check_image_version(image, generation, "image")
     return spec
-
-
-def _namespace_exists(applier, spec, create, namespace=None):
-    """True when the namespace is there; creates it if ``create`` (None: only say whether it is there)."""
-    namespace = namespace or spec.namespace
-    path = "/api/v1/namespaces/" + namespace
-    try:
-        if applier.client.get(path) is not None:
-            return True
-    except KubeError as exc:
-        # A deployer bound to a role in this namespace only may read it; one who may not is told by the writes.
-        if exc.status != 403:
-            raise
-        return True
-    if create is None:
-        return False
-    if not create:
-        raise KubeError("namespace %s does not exist (set create_namespace: true to create it)" % namespace)
-    # Created, not owned: state=absent never deletes a namespace.
-    applier.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, read=False)
-    return not applier.check_mode
-
-
-def _cluster_uid(client, spec, live_deployment):
-    """(the cluster UID for PREFECT_KUBERNETES_CLUSTER_UID or None, a note or None).
-
-    The chart's ``worker.clusterUid`` when given. Otherwise only images whose prefect-kubernetes reads the
-    UID at every flow-run submission need it (model.needs_cluster_uid): for them, the live Deployment's value
-    or kube-system's UID, and a ConfigError naming worker.clusterUid when it cannot be read, since without
-    it their flow-run submissions fail. Newer images never read it: no lookup, no permission.
-    """
-    given = spec.chart["worker.clusterUid"]
-    if given:
-        return given, None
-    if not needs_cluster_uid(spec.image):
-        return None, None
-    for container in (((live_deployment or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get(
-            "containers") or []:
-        for item in container.get("env") or []:
-            if item.get("name") == "PREFECT_KUBERNETES_CLUSTER_UID" and item.get("value"):
-                return item["value"], None
-    try:
-        kube_system = client.get(KUBE_SYSTEM)
-    except KubeError as exc:
-        if exc.status != 403:
-            raise
-        raise ConfigError("prefect.overrides.worker.clusterUid", "the image's prefect-kubernetes reads the cluster's "
-                          "UID at every flow-run submission (Prefect 2.9 to 3.4.0), and the deployer may not read "
-                          "the namespace kube-system (403), so every flow run would fail: set worker.clusterUid "
-                          "(kubectl get namespace kube-system -o jsonpath='{.metadata.uid}'), or use Prefect 3.4.1 "
-                          "or newer")
-    return (kube_system or {}).get("metadata", {}).get("uid"), None
-
-
-def _disruption_budget_api(client):
-    """policy/v1 where the cluster serves it (Kubernetes 1.21 and later), else policy/v1beta1."""
-    try:
-        return "policy/v1" if client.get("/apis/policy/v1") is not None else "policy/v1beta1"
-    except KubeError as exc:
-        if exc.status != 403:
-            raise
-        return "policy/v1"
-
-
-def _digest_salt(live_secrets):
-    """The Secret's salt when it has one (so the digest stays put from run to run), else a new random one."""
-    for secret in live_secrets:
-        value = (secret.get("data") or {}).get(DIGEST_SALT_KEY)
-        if value:
-            try:
-                return base64.b64decode(value).decode("ascii")
-            except (ValueError, UnicodeDecodeError):
-                pass
-    return base64.b64encode(os.urandom(32)).decode("ascii")
-
-
-def _prefect_side(obj):
-    """The Prefect objects an owned Deployment says it used (its annotation), or {}."""
-    text = ((obj.get("metadata") or {}).get("annotations") or {}).get(PREFECT_OBJECTS_ANNOTATION)
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def left_in_place(owned_deployments, spec):
-    """Prefect objects an earlier run of this QHub deployment used that the config no longer describes.
-
-    Reported, never deleted: a work pool, queue or project holds flow runs and deployments of users.
-    """
-    now = prefect_objects(spec)
-    out = []
-    for deployment in owned_deployments:
-        before = _prefect_side(deployment)
-        if before.get("work_pool") and before["work_pool"] != now.get("work_pool"):
-            out.append({"kind": "work_pool", "name": before["work_pool"]})
-        elif before.get("work_pool"):
-            out += [{"kind": "work_queue", "work_pool": before["work_pool"], "name": queue}
-                    for queue in before.get("work_queues") or [] if queue not in (now.get("work_queues") or [])]
-        if before.get("project") and before["project"] != now.get("project"):
-            out.append({"kind": "project", "name": before["project"]})
-    unique = []
-    for item in out:
-        if item not in unique:
-            unique.append(item)
-    return unique
 
 
 class Run:
@@ -258,24 +157,8 @@ class Run:
         """(objects here by key, objects in the namespaces moved from): read under the lock."""
         if self.ownership is None:
             return {}, []
-        here = owned_in(self.client, self.ownership, self.spec.namespace)
-        moved = []
-        for namespace in self.move_from:
-            moved += list(owned_in(self.client, self.ownership, namespace).values())
-        # What the Deployments say they made beyond the usual kinds: RBAC where the flow runs went, a budget.
-        recorded = [_prefect_side(obj) for obj in list(here.values()) + moved if obj["kind"] == "Deployment"]
-        extra = dict(job_namespaces=set(item["job_namespace"] for item in recorded if item.get("job_namespace")),
-                     budgets=set(item["disruption_budget"] for item in recorded if item.get("disruption_budget")))
-        if self.spec.job_namespace != self.spec.namespace and self.params["state"] == "present":
-            extra["job_namespaces"].add(self.spec.job_namespace)
-        if self.budget_api:
-            extra["budgets"].add(self.budget_api)
-        for namespace in sorted(extra["job_namespaces"]):
-            here.update(owned_in(self.client, self.ownership, namespace, kinds=RBAC_KINDS))
-        for api_version in sorted(extra["budgets"]):
-            here.update(owned_in(self.client, self.ownership, self.spec.namespace,
-                                 kinds=[(api_version, "PodDisruptionBudget", "poddisruptionbudgets.policy")]))
-        return here, moved
+        return owned_objects(self.client, self.ownership, self.spec, self.move_from,
+                             self.params["state"] == "present", self.budget_api)
 
     def present(self):
         """Apply the objects, then remove what this QHub deployment no longer uses.
@@ -284,33 +167,30 @@ class Run:
         from) goes only once the new one is applied and, with the wait on, Ready and ONLINE: anything
         that fails on the way leaves it running.
         """
-        spec, client = self.spec, self.client
-        self.budget_api = _disruption_budget_api(client) if spec.chart["worker.podDisruptionBudget"] else None
-        objects = render_objects(spec, self.budget_api)
+        client = self.client
+        self.budget_api = disruption_budget_api(client) if self.spec.chart["worker.podDisruptionBudget"] else None
+        stubs = object_stubs(self.spec, self.budget_api)
         here, moved = self.owned()
-        live = [here.get(object_key(manifest)) for manifest in objects]
-        # Objects from before the instance label, or at our names with another's: read those few directly.
-        live = [obj if obj is not None else client.get(object_path(manifest)) for obj, manifest in zip(live, objects)]
+        live = read_live(client, here, stubs)
         if self.ownership is not None and not self.params["force"]:
             refused = refuse_takeover(live, self.ownership)
             if refused:
                 raise refused
-        wanted = set(object_key(manifest) for manifest in objects)
+        wanted = set(object_key(stub) for stub in stubs)
         stale = [obj for key, obj in here.items() if key not in wanted] + moved
         if self.ownership is not None:
             self.notes["prefect_left_in_place"] = left_in_place(
-                [obj for obj in list(here.values()) + moved if obj["kind"] == "Deployment"], spec)
-        if needs_digest_salt(spec):
-            spec.digest_salt = _digest_salt([obj for obj in live if obj is not None and obj["kind"] == "Secret"])
-        if not spec.is_agent:
-            spec.cluster_uid, note = _cluster_uid(client, spec, live[-1])
-            if note:
-                self.notes["cluster_uid"] = note
+                [obj for obj in list(here.values()) + moved if obj["kind"] == "Deployment"], self.spec)
+        values, note = live_values(client, self.spec, live)
+        if note:
+            self.notes["cluster_uid"] = note
+        # The one spec the objects, the wait and the result are made from from here on.
+        self.spec = spec = self.spec.with_live_values(**values)
         objects = render_objects(spec, self.budget_api)
         old = [obj for obj in stale if obj["kind"] == "Deployment"]
         if spec.job_namespace != spec.namespace:
             # Where the flow runs go (worker.config.jobNamespace): its Role and RoleBinding need it to exist.
-            _namespace_exists(self.applier, spec, self.params["create_namespace"], spec.job_namespace)
+            namespace_exists(self.applier, spec.job_namespace, self.params["create_namespace"])
         try:
             applied = [self.applier.apply(manifest, existing=existing, read=False)
                        for manifest, existing in zip(objects, live)]
@@ -426,7 +306,7 @@ def _take_lock(module, spec, applier):
     """
     create = module.params["create_namespace"] if module.params["state"] == "present" else None
     if module.check_mode:
-        return None, _namespace_exists(applier, spec, create)
+        return None, namespace_exists(applier, spec.namespace, create)
     lock = RunLock(applier.client, spec.namespace, lease_name(spec.instance), holder_identity(os.environ),
                    timeout=module.params["lock_timeout"])
     try:
@@ -434,7 +314,7 @@ def _take_lock(module, spec, applier):
     except LockError as exc:
         if exc.status != 404:
             raise
-        if not _namespace_exists(applier, spec, create):
+        if not namespace_exists(applier, spec.namespace, create):
             return None, False
         lock.acquire()
     return lock, True
@@ -450,7 +330,7 @@ def run(module):
             config_secret_env, config_token = task_config_secrets(module, os.environ)
         spec = build_spec(params, os.environ, config_secret_env, config_token)
     except ConfigError as exc:
-        module.fail_json(msg=str(exc), key=exc.path)
+        fail_from_exception(module, exc)
     # Whatever the source (an option, the config, the environment), no secret value may reach the output.
     mask_values(module, list(secret_data(spec).values()))
     client = kube_client(module)
@@ -473,10 +353,9 @@ def run(module):
         finally:
             if lock is not None:
                 lock.release()
-    except ConfigError as exc:
-        module.fail_json(msg=str(exc), key=exc.path, objects=_summary(applier), requests=client.requests, **result)
-    except KubeError as exc:
-        module.fail_json(msg=str(exc), objects=_summary(applier), requests=client.requests, **result)
+    except QhubPrefectError as exc:
+        # A Prefect API error while waiting for the worker to come online ends here too, not as a traceback.
+        fail_from_exception(module, exc, objects=_summary(applier), requests=client.requests, **result)
     result.update(changed=applier.changed, objects=_summary(applier), requests=client.requests)
     result.update(notes)
     result["removed"] = [item for item in _summary(applier) if item["action"] == "deleted"]

@@ -12,8 +12,9 @@ from ansible.module_utils.basic import env_fallback
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import PrefectApiError
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v1 import Prefect1Client, ensure_project
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
-    fail_api, http_client, prefect_api_argument_spec,
+    http_client, prefect_api_argument_spec,
 )
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.failure import fail_from_exception
 
 
 def argument_spec():
@@ -38,7 +39,7 @@ def run(module):
     try:
         outcome = ensure_project(client, params["name"], params["description"], params["state"], module.check_mode)
     except PrefectApiError as exc:
-        fail_api(module, exc, http)
+        fail_from_exception(module, exc, http, changed=False)
 
     result = dict(changed=outcome["changed"], project=outcome["project"], differences=outcome["differences"],
                   requests=http.requests)

@@ -17,15 +17,17 @@ from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v3 import (
     Prefect3Client, ensure_work_pool, reserved_name,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
-    fail_api, http_client, prefect_api_argument_spec,
+    http_client, prefect_api_argument_spec,
 )
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.failure import fail_from_exception
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import PrefectApiError
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeClient, KubeError
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.chart_values import check_base_job_template
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.job_options import DNS_SUBDOMAIN, ENV_NAME
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import (
-    ConfigError, parse_overrides, validate_image, validate_namespace,
-)
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.images import validate_image
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.names import validate_namespace
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import parse_overrides
 from ansible_collections.qhub.prefect.plugins.module_utils._render.work_pool_template import (
     build_base_job_template, server_default_template,
 )
@@ -199,7 +201,7 @@ def run(module):
                 read_config_map = _config_map_reader(module)
                 shipped = derived_template(params, read_config_map=read_config_map)  # validates before any request
             except ConfigError as exc:
-                module.fail_json(msg=str(exc))
+                fail_from_exception(module, exc, report_key=False)
         elif derived_given and params["type"] != "kubernetes":
             module.fail_json(msg="%s: derive a base job template only for a kubernetes pool; for a %s pool give "
                                  "base_job_template" % (derived_given[0], params["type"]))
@@ -234,7 +236,7 @@ def run(module):
         outcome = ensure_work_pool(client, name, params["type"], desired, params["work_queues"],
                                    params["state"], module.check_mode, current=current)
     except PrefectApiError as exc:
-        fail_api(module, exc, http)
+        fail_from_exception(module, exc, http, changed=False)
 
     result = dict(changed=outcome["changed"], work_pool=outcome["work_pool"], work_queues=outcome["work_queues"],
                   differences=outcome["differences"], requests=http.requests)

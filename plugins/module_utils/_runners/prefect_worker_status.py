@@ -13,8 +13,9 @@ __metaclass__ = type
 
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.v3 import Prefect3Client
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
-    fail_api, http_client, prefect_api_argument_spec,
+    http_client, prefect_api_argument_spec,
 )
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.failure import fail_from_exception
 from ansible_collections.qhub.prefect.plugins.module_utils._prefect.http import PrefectApiError
 
 WORKER_FIELDS = ("name", "status", "last_heartbeat_time", "heartbeat_interval_seconds")
@@ -56,7 +57,7 @@ def run(module):
         else:
             workers = client.list_workers(params["work_pool"])
     except PrefectApiError as exc:
-        fail_api(module, exc, http, workers=[], online=[])
+        fail_from_exception(module, exc, http, changed=False, workers=[], online=[])
 
     view = _view(workers, prefix)
     module.exit_json(changed=False, workers=view, online=[w["name"] for w in view if w["status"] == "ONLINE"],

@@ -13,9 +13,12 @@ from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import (
     config_secret_values, parse_qhub_config, prefect_block,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import candidate_secrets
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.model import ConfigError, public_overrides
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import mask_values, read_qhub_config_file
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.overrides import public_overrides
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config_file import read_qhub_config_file
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import mask_values
 
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.failure import fail_from_exception
 REQUIRED_ONE_OF = [("path", "config")]
 MUTUALLY_EXCLUSIVE = [("path", "config")]
 # The config is a controller file (or an extra var): its action plugin never launches the module elsewhere.
@@ -55,7 +58,7 @@ def run(module):
         config = parse_qhub_config(doc, os.environ, params["generation"], params["require_token"],
                                    api_url=params["api_url"] or None, instance=params["instance"] or None)
     except ConfigError as exc:
-        module.fail_json(msg="invalid QHub config: %s" % exc, key=exc.path, **result)
+        fail_from_exception(module, exc, prefix="invalid QHub config: ", **result)
     if params["config"] is not None:
         mask_values(module, list(config.secret_env.values()) + [config.token])
     public = config.public()

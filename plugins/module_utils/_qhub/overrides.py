@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, qhub.prefect contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The values of a QHub config's ``prefect:`` block: overrides, images, names. Pure.
+"""QHub's ``prefect.overrides``: the flow-run settings, plain and secret env, and the chart's values. Pure.
 
 No I/O besides reading the environment mapping it is given, so every rule here is unit-tested
 without servers. Every error names the key path.
@@ -11,25 +11,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import re
-
+from ansible_collections.qhub.prefect.plugins.module_utils._common.errors import short
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.quantity import quantity_value
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.chart_values import (
     CHART_KEYS, empty_chart_values, parse_chart_values,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import short as _short
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import type_name as _type_name
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.job_options import (  # noqa: F401 - re-exported
-    AGENT_ENV, DNS_LABEL, ENV_NAME, FIELDS, FLAT_OVERRIDES, NESTED_OVERRIDES, OPTION_BY_FIELD, same_value,
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError, type_name
+from ansible_collections.qhub.prefect.plugins.module_utils._qhub.job_options import (
+    AGENT_ENV, ENV_NAME, FIELDS, FLAT_OVERRIDES, NESTED_OVERRIDES, OPTION_BY_FIELD, same_value,
 )
 
 SECRET_PREFIX = "QHUB_SECRET_"
-DEFAULT_NAMESPACE = "dev"
-DEFAULT_IMAGE = "prefecthq/prefect:3-python3.11-kubernetes"
-PREFECT1 = "prefect1"
-PREFECT3 = "prefect3"
-GENERATIONS = (PREFECT1, PREFECT3)
 
 MAX_VALUE_BYTES = 32 * 1024
 MAX_SECRET_BYTES = 900 * 1024  # a Secret holds at most 1 MiB, object metadata included
@@ -51,12 +43,6 @@ MANAGED_ENV = frozenset(tuple(name for name, _field in AGENT_ENV) + (
     "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY",
 ))
 
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_IMAGE = re.compile(
-    r"^(?P<repo>[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]{1,2}[a-z0-9]+)*)*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
-)
-
 
 def is_secret_ref(value):
     """True for QHub's ``QHUB_SECRET_<NAME>`` convention: the value stands for the environment variable NAME."""
@@ -73,67 +59,6 @@ def resolve_secret_ref(value, path, environ):
             raise ConfigError(path, "refers to the environment variable %s (via %s), which is not set" % (name, value))
         return environ[name]
     return value
-
-
-def split_image(image):
-    """(repository, tag) of an image reference; the tag is None when absent."""
-    match = _IMAGE.match(image)
-    if not match:
-        return None, None
-    return match.group("repo"), match.group("tag")
-
-
-def generation_of_image(image, path="prefect.image"):
-    """Prefect 1 for 0.x and 1.x tags, Prefect 2/3 for 2.x, 3.x and latest-style tags."""
-    _repo, tag = split_image(image)
-    tag = tag or "latest"
-    head = re.split(r"[.\-]", tag, 1)[0]
-    if head in ("0", "1"):
-        return PREFECT1
-    if head in ("2", "3", "latest", "main", "nightly") or head.startswith("3") and head.isdigit():
-        return PREFECT3
-    raise ConfigError(path, "cannot tell the Prefect version from the tag %r: set the generation explicitly "
-                      "(prefect1 for a Prefect 1 agent, prefect3 for a Prefect 2/3 worker)" % tag)
-
-
-# The oldest images whose CLI has every flag the rendered command needs (checked in each release's prefect/cli):
-# --with-healthcheck appeared in Prefect 2.10.12 (--install-policy, in 2.10.18, is passed only from there on).
-MIN_IMAGE_VERSIONS = {
-    PREFECT1: ((0, 13, 19), "prefect agent kubernetes start --job-template"),
-    PREFECT3: ((2, 10, 12), "prefect worker start --with-healthcheck"),
-}
-# prefect-kubernetes read kube-system's UID at every flow-run submission from its first worker (0.2.2, in Prefect
-# 2.9 images) until PrefectHQ/prefect PR #18004 removed the read (prefect-kubernetes 0.6.0, in Prefect 3.4.1).
-CLUSTER_UID_READ_VERSIONS = ((2, 9, 0), (3, 4, 1))
-
-
-def image_version(image):
-    """The Prefect version a tag names, as a tuple of ints, or None for floating tags (3-python3.11, latest)."""
-    _repo, tag = split_image(image)
-    parts = re.match(r"^(\d+)\.(\d+)\.(\d+)", tag or "")
-    return tuple(int(part) for part in parts.groups()) if parts else None
-
-
-def needs_cluster_uid(image):
-    """True when the image's worker reads the cluster UID at every flow-run submission (floating 2.x tags too)."""
-    version = image_version(image)
-    if version is None:
-        _repo, tag = split_image(image)
-        return (tag or "").split("-")[0].split(".")[0] == "2"
-    first, after = CLUSTER_UID_READ_VERSIONS
-    return first <= version < after
-
-
-def check_image_version(image, generation, path="prefect.image"):
-    """Refuse an image whose Prefect CLI lacks a flag of the command the collection renders for it."""
-    version = image_version(image)
-    minimum, command = MIN_IMAGE_VERSIONS[generation]
-    if version is not None and version < minimum:
-        wanted = ".".join(map(str, minimum))
-        component = "agent" if generation == PREFECT1 else "worker"
-        found = ".".join(map(str, version))
-        raise ConfigError(path, "the image's Prefect %s is older than %s, the first whose CLI has `%s`, which the "
-                          "%s runs; use Prefect %s or newer" % (found, wanted, command, component, wanted))
 
 
 class JobSettings:
@@ -160,7 +85,7 @@ def _env_value(value, path, environ):
     elif isinstance(value, (int, float)):
         value = str(value)
     if not isinstance(value, str):
-        raise ConfigError(path, "%s is not a string value" % _type_name(value))
+        raise ConfigError(path, "%s is not a string value" % type_name(value))
     value = resolve_secret_ref(value, path, environ)
     if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
         raise ConfigError(path, "the value is longer than %d bytes" % MAX_VALUE_BYTES)
@@ -171,13 +96,13 @@ def _env_map(value, path, environ):
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(path, "%s is not a mapping of variable names to values" % _type_name(value))
+        raise ConfigError(path, "%s is not a mapping of variable names to values" % type_name(value))
     out = {}
     for name, item in value.items():
         key_path = "%s.%s" % (path, name)
         if not isinstance(name, str) or not ENV_NAME.match(name):
             raise ConfigError(key_path, "%s is not a valid environment variable name "
-                              "(letters, digits and _, not starting with a digit)" % _short(name))
+                              "(letters, digits and _, not starting with a digit)" % short(name))
         if name in MANAGED_ENV:
             raise ConfigError(key_path, "%s is set by the collection itself; use the matching override instead" % name)
         out[name] = _env_value(item, key_path, environ)
@@ -187,7 +112,7 @@ def _env_map(value, path, environ):
 def _walk_nested(value, prefix, path, found):
     """Collect nested override leaves into ``found`` as {field: (path, value)}; reject unknown keys."""
     if not isinstance(value, dict):
-        raise ConfigError(path, "%s is not a mapping" % _type_name(value))
+        raise ConfigError(path, "%s is not a mapping" % type_name(value))
     children = set(key[len(prefix)] for key in NESTED_OVERRIDES
                    if key[:len(prefix)] == prefix and len(key) > len(prefix))
     for key, item in value.items():
@@ -212,7 +137,7 @@ def _record(found, field, path, raw):
     value = OPTION_BY_FIELD[field].check(raw, path)
     if field in found and not same_value(field, found[field][1], value):
         raise ConfigError(path, "%s conflicts with %s = %s; both set the same field: set one of them" % (
-            _short(value), found[field][0], _short(found[field][1])))
+            short(value), found[field][0], short(found[field][1])))
     found[field] = (path, value)
 
 
@@ -221,7 +146,7 @@ def parse_overrides(overrides, environ, path="prefect.overrides"):
     if overrides is None:
         overrides = {}
     if not isinstance(overrides, dict):
-        raise ConfigError(path, "%s is not a mapping" % _type_name(overrides))
+        raise ConfigError(path, "%s is not a mapping" % type_name(overrides))
     found = {}
     for key, value in overrides.items():
         key_path = "%s.%s" % (path, key)
@@ -299,33 +224,3 @@ def _check_request_within_limit(values, found):
             if quantity_value(values[request]) > quantity_value(values[limit]):
                 raise ConfigError(found[request][0], "the request %s is above the limit %s (%s)" % (
                     values[request], values[limit], found[limit][0]))
-
-
-def validate_namespace(value, path="namespace"):
-    if not isinstance(value, str) or len(value) > 63 or not DNS_LABEL.match(value):
-        raise ConfigError(path, "%s is not a valid Kubernetes namespace (a DNS label: lower-case letters, "
-                          "digits and '-', at most 63 characters)" % _short(value))
-    return value
-
-
-def validate_object_name(value, path="name"):
-    """The name of the objects an agent or worker owns. A DNS label, not just any object name (a DNS
-    subdomain): it is also their app.kubernetes.io/instance label value, at most 63 characters."""
-    if not isinstance(value, str) or len(value) > 63 or not DNS_LABEL.match(value):
-        raise ConfigError(path, "%s is not a valid name for the agent's or worker's objects (a DNS label: "
-                          "lower-case letters, digits and '-', at most 63 characters)" % _short(value))
-    return value
-
-
-def validate_image(value, path="prefect.image"):
-    if not isinstance(value, str) or not value or len(value) > 512 or not _IMAGE.match(value):
-        raise ConfigError(path, "%s is not a container image reference" % _short(value))
-    return value
-
-
-def validate_label_value(value, path):
-    """A Kubernetes label value: at most 63 characters, alphanumerics with -, _ and . inside."""
-    if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-        raise ConfigError(path, "%s is not a valid Kubernetes label value (at most 63 letters, digits, '-', '_' "
-                          "and '.', starting and ending with a letter or digit)" % _short(value))
-    return value
