@@ -34,7 +34,7 @@ for path in (str(COLLECTIONS), str(REPO)):
         sys.path.insert(0, path)
 
 # Imported only now: it needs the repository on sys.path.
-from tests.node import NO_NODE_REASON, has_node
+from tests.support.node_presence import NO_NODE_REASON, has_node
 from tests.testbed.testbed import Testbed
 
 

@@ -76,7 +76,7 @@ if [[ $what == all || $what == sanity ]]; then
 fi
 
 if [[ $what == all || $what == units ]]; then
-  # tests/unit/test_*.py import the collection as ansible_collections.qhub.prefect...; the units
+  # tests/unit/**/test_*.py import the collection as ansible_collections.qhub.prefect...; the units
   # venv gets tests/unit/requirements.txt if present, and the collection's own requirements.
   say "ansible-test units --venv --python $PYTHON_VERSION"
   ansible-test units --venv --python "$PYTHON_VERSION" --color no || status=1

@@ -9,7 +9,8 @@
   namespace and the worker comes ONLINE.
 - An inventory sync: ``ansible-inventory --list`` of the fleet file of docs/awx.md inside the EE.
 
-AWX's own part (credential injection, the job's private data directory, ansible-runner's stream) is tests/awx.py.
+AWX's own part (credential injection, the job's private data directory, ansible-runner's stream) is
+tests/support/awx_emulation.py.
 Secret values are canaries, looked for as they are and base64-encoded in everything the job leaves.
 """
 
@@ -27,12 +28,12 @@ from kubernetes import client as k8s
 from kubernetes import utils as k8s_utils
 from kubernetes.stream import stream as k8s_stream
 
-from tests.awx import (AWX_CONTAINER_OPTIONS, LOCALHOST_VARS, REPO, Job, artifact_files, doc_block,
-                       doc_credential_type, job_events)
-from tests.node import NO_NODE_REASON, has_node
+from tests.support.awx_emulation import (AWX_CONTAINER_OPTIONS, LOCALHOST_VARS, REPO, Job, artifact_files, doc_block,
+                                         doc_credential_type, job_events)
+from tests.support.node_presence import NO_NODE_REASON, has_node
 from tests.testbed import ee as ee_build
 from tests.testbed import node as testbed_node
-from tests.worker_process import mint_token, prefect_api, wait_for
+from tests.support.pod_client import mint_token, prefect_api, wait_for
 
 # A 2-core machine runs the test bed, the job and the worker pod at once.
 TIMEOUT = 600

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from tests.ansible_cli import run_playbook
-from tests.worker_process import prefect_api, wait_for
+from tests.support.ansible_cli import run_playbook
+from tests.support.pod_client import prefect_api, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SECRET_VALUE = "e2e-db-password-" + uuid.uuid4().hex[:12]

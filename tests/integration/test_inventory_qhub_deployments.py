@@ -7,8 +7,8 @@ import sys
 
 import yaml
 
-from tests.ansible_cli import REPO, ansible_env
-from tests.fleet import config, inventory
+from tests.support.ansible_cli import REPO, ansible_env
+from tests.support.fleet_clusters import config, inventory
 
 BIN = pathlib.Path(sys.executable).parent
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.ansible_cli import run_module
+from tests.support.ansible_cli import run_module
 from tests.testbed.prefect1_standin import Prefect1StandIn
 
 KEY = "pnu_p1-canary-" + uuid.uuid4().hex[:12]

@@ -22,7 +22,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._runners.prefect_work
 from ansible_collections.qhub.prefect.plugins.module_utils._render.work_pool_template import (
     build_base_job_template, server_default_template,
 )
-from tests.ansible_cli import run_module, run_playbook
+from tests.support.ansible_cli import run_module, run_playbook
 from tests.testbed.prefect1_standin import Prefect1StandIn
 
 KEY = "pnu_p3-canary-" + uuid.uuid4().hex[:12]

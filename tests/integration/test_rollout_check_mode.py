@@ -9,7 +9,7 @@ import time
 
 import yaml
 
-from tests.ansible_cli import run_module, run_playbook
+from tests.support.ansible_cli import run_module, run_playbook
 
 
 def test_check_mode_with_wait_returns_at_once_and_reads_nothing_more(testbed, unique_namespace):

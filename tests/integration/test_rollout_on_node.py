@@ -2,7 +2,7 @@
 
 Each fault fails within wait_timeout with its cause named from the pod, leaves every object applied (nothing
 half-applied), and the next run with the fault gone converges. Skipped on a test bed without a node
-(tests/node.py): without a kubelet no pod ever runs.
+(tests/support/node_presence.py): without a kubelet no pod ever runs.
 """
 
 import inspect
@@ -14,9 +14,9 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from tests.ansible_cli import run_module, run_playbook
+from tests.support.ansible_cli import run_module, run_playbook
 from tests.testbed.prefect1_standin import Prefect1StandIn
-from tests.worker_process import prefect_api, wait_for
+from tests.support.pod_client import prefect_api, wait_for
 
 NAME = "prefect-worker"
 IMAGE = "prefecthq/prefect:3-python3.11-kubernetes"

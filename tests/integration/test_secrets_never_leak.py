@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from tests.ansible_cli import run_playbook
+from tests.support.ansible_cli import run_playbook
 
 CANARY = "cnry" + uuid.uuid4().hex[:10]
 TOKEN = CANARY + "-token"
@@ -86,7 +86,7 @@ def test_no_canary_in_any_output_log_result_or_object(testbed, kube_admin, uniqu
     for item in container.env:
         if item.name in ("PREFECT_API_KEY", "FROM_ENV", "LITERAL"):
             assert item.value is None and item.value_from.secret_key_ref.name == "prefect-worker"
-    from tests.worker_process import prefect_api
+    from tests.support.pod_client import prefect_api
     pool = prefect_api(testbed.prefect_api_url, "GET", "/work_pools/" + extra["qhub_prefect_work_pool"])
     assert_no_canary(json.dumps(pool), "the work pool")
 
@@ -137,7 +137,7 @@ def test_an_envvars_reference_is_stored_and_passed_on_as_a_secret(testbed, kube_
     is in no output, result, Deployment, ReplicaSet, job template or work pool, only in the Secret, and the
     agent or worker, the job template and the pool refer to it there."""
     from tests.testbed.prefect1_standin import Prefect1StandIn
-    from tests.worker_process import prefect_api
+    from tests.support.pod_client import prefect_api
 
     config = {"namespace": unique_namespace, "prefect": {
         "enabled": True, "image": IMAGES[generation],
@@ -191,7 +191,7 @@ def test_an_api_url_with_credentials_reaches_the_worker_only_from_the_secret(tes
                                                                              tmp_path, source):
     """``http://user:password@host/api``: the password is in no output (-vvvv, --diff, --check), log, result,
     Deployment, ReplicaSet or work pool; the worker reads the URL from the Secret."""
-    from tests.worker_process import prefect_api
+    from tests.support.pod_client import prefect_api
 
     scheme, rest = testbed.prefect_api_url.split("://", 1)
     url = "%s://qhub:%s@%s" % (scheme, URL_PASSWORD, rest)

@@ -13,8 +13,8 @@ import uuid
 import yaml
 from kubernetes import client as k8s
 
-from tests.ansible_cli import run_playbook
-from tests.cluster_objects import MANAGED
+from tests.support.ansible_cli import run_playbook
+from tests.support.cluster_objects import MANAGED
 
 PREFECT3_IMAGE = "prefecthq/prefect:3-python3.11-kubernetes"
 

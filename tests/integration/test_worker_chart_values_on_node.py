@@ -4,7 +4,7 @@ deploy.yml, as users run it, on a config whose ``prefect.overrides.worker`` and 
 under the chart's names (PrefectHQ/prefect-helm charts/prefect-worker/values.yaml): the pod the kubelet runs has
 them, the worker runs with them and is ONLINE, and a rerun changes nothing. A nodeSelector no node matches fails
 the rollout wait naming FailedScheduling; an existing API-key Secret is referenced by the worker and by its flow
-runs, and is the one Secret holding the key. Skipped on a test bed without a node (tests/node.py).
+runs, and is the one Secret holding the key. Skipped on a test bed without a node (tests/support/node_presence.py).
 """
 
 import base64
@@ -16,11 +16,11 @@ import uuid
 import yaml
 from kubernetes import client as k8s
 
-from tests.ansible_cli import run_playbook
-from tests.cluster_objects import MANAGED
+from tests.support.ansible_cli import run_playbook
+from tests.support.cluster_objects import MANAGED
 from tests.integration.test_flow_run_on_node import finished_state, flow_run_log, start_hello_flow_run
 from tests.integration.test_rollout_on_node import IMAGE, NAME, TIMEOUT, is_ready, live_pods
-from tests.worker_process import prefect_api, wait_for
+from tests.support.pod_client import prefect_api, wait_for
 
 TOKEN = "chart-token-" + uuid.uuid4().hex[:12]
 SECRET_VALUE = "chart-db-password-" + uuid.uuid4().hex[:12]

@@ -1,0 +1,94 @@
+"""deploy.yml's closing lines (plugins/filter/fleet_summary.py): one per deployment, from what its run registered.
+
+tests/support/fleet_clusters.py and the AWX test read these lines, so their wording is fixed here: it is the wording
+of the Jinja loop the playbook had before issue 19.
+"""
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.qhub.prefect.plugins.filter.fleet_summary import FilterModule, fleet_summary
+
+CLUSTER = {"changed": False, "server": "https://k:6443", "context": "ctx-a"}
+
+
+def ran(generation="prefect3", enabled=True, namespace="dev", **results):
+    variables = {"__qhub_fleet_cluster": CLUSTER, "qhub_prefect_settings": {
+        "namespace": namespace, "prefect": {"enabled": enabled, "generation": generation}}}
+    variables.update(results)
+    return variables
+
+
+def line(variables, plan=None, host="h"):
+    return fleet_summary([host], {host: variables}, plan)[0]
+
+
+def test_the_filter_is_registered():
+    assert FilterModule().filters()["fleet_summary"] is fleet_summary
+
+
+def test_a_worker_that_changed_and_is_online():
+    variables = ran(qhub_prefect_pool_result={"changed": False}, qhub_prefect_agent={"changed": True},
+                    qhub_prefect_worker_status={"changed": False, "online": ["prefect-worker-1"]})
+    assert line(variables) == (
+        "h: cluster https://k:6443 (context ctx-a), namespace dev, prefect3, changed, worker ONLINE")
+
+
+@pytest.mark.parametrize("status, said", [
+    ({"changed": False, "online": [], "workers": []}, "worker not online"),
+    ({}, "worker not online"),
+    ({"failed": True, "msg": "the Prefect API at http://p/api could not be reached"},
+     "worker status unknown (the Prefect API at http://p/api could not be reached)"),
+    ({"failed": True}, "worker status unknown (not asked)"),
+])
+def test_the_worker_status(status, said):
+    variables = ran(qhub_prefect_pool_result={"changed": False}, qhub_prefect_agent={"changed": False},
+                    qhub_prefect_worker_status=status)
+    assert line(variables).endswith(", prefect3, unchanged, " + said)
+
+
+def test_a_worker_the_apply_waited_for_is_not_asked_again():
+    variables = ran(qhub_prefect_pool_result={"changed": False},
+                    qhub_prefect_agent={"changed": False, "workers_online": ["prefect-worker-5d8f"]},
+                    qhub_prefect_worker_status={"changed": False, "skipped": True, "skip_reason": "Conditional result"})
+    assert line(variables).endswith(", prefect3, unchanged, worker ONLINE")
+
+
+def test_a_prefect1_agent_has_no_worker_status():
+    variables = ran("prefect1", qhub_prefect_project_result={"changed": True}, qhub_prefect_agent={"changed": False})
+    assert line(variables).endswith("namespace dev, prefect1, changed, agent (Prefect 1: no worker status)")
+
+
+@pytest.mark.parametrize("removal, said", [({"changed": True}, "removed"), ({"changed": False}, "nothing to remove")])
+def test_a_disabled_deployment(removal, said):
+    assert line(ran(enabled=False, qhub_prefect_agent_removal=removal)).endswith(", prefect3, disabled, " + said)
+
+
+def test_a_refused_or_failed_deployment():
+    refused = {"failures": {"h": "Refuse a deployment the inventory could not read: no file"}}
+    assert line({}, refused) == ("h: cluster ?, namespace ?, FAILED: Refuse a deployment the inventory could not "
+                                 "read: no file")
+    failed = ran(__qhub_fleet_failure="Apply the agent or worker: cannot reach the Kubernetes API server")
+    assert line(failed).endswith("namespace dev, FAILED: Apply the agent or worker: cannot reach the Kubernetes API "
+                                 "server")
+
+
+def test_a_deployment_without_a_config_of_its_own_shows_no_cluster_or_namespace():
+    # Its checks ran on nothing (the inventory could not read it, or no config was given): what they read is not it.
+    plan = {"failures": {"h": "Refuse a run given no QHub config at all: no QHub config"}, "unchecked": ["h"]}
+    assert line(ran(), plan) == (
+        "h: cluster ?, namespace ?, FAILED: Refuse a run given no QHub config at all: no QHub config")
+
+
+def test_without_a_context_the_cluster_is_the_server_alone():
+    variables = ran(__qhub_fleet_cluster={"server": "https://10.0.0.1:443", "context": None},
+                    qhub_prefect_agent={"changed": True}, qhub_prefect_worker_status={"online": ["w"]})
+    assert line(variables, host="localhost") == (
+        "localhost: cluster https://10.0.0.1:443, namespace dev, prefect3, changed, worker ONLINE")
+
+
+def test_one_line_per_host_sorted_by_name():
+    hostvars = {"b": ran(enabled=False), "a": ran(enabled=False)}
+    assert [text.split(":")[0] for text in fleet_summary(["b", "a", "b"], hostvars)] == ["a", "b"]
+    with pytest.raises(AnsibleFilterError, match="want a list of host names"):
+        fleet_summary("a", hostvars)
