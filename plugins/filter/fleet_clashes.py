@@ -5,7 +5,7 @@
 
 deploy.yml's check play records what each deployment claims and calls this once per host. All three kinds
 of clash are found in one pass over the claims, in Python rather than Jinja, so the check play has one task
-for them and the rule has unit tests (tests/unit/test_fleet_clashes.py). The documentation is in
+for them and the rule has unit tests (tests/unit/plugins/filter/test_fleet_clashes.py). The documentation is in
 fleet_clashes.yml beside this file.
 """
 

@@ -8,7 +8,7 @@ run_once task): every deployment that may not run gets why (the inventory could 
 its credential source, a failed check, a clash with another deployment: plugins/filter/fleet_clashes.py),
 and every other one the kind of play that converges it (Prefect 2/3 worker, Prefect 1 agent, removal). So
 the plays after it hold only the deployments they apply to, and no host runs a task only to skip it. The
-documentation is in fleet_plan.yml beside this file; the unit tests are tests/unit/test_fleet_plan.py.
+documentation is in fleet_plan.yml beside this file; the unit tests are tests/unit/plugins/filter/test_fleet_plan.py.
 """
 
 from __future__ import absolute_import, division, print_function

@@ -4,8 +4,8 @@
 """fleet_summary: deploy.yml's closing lines, one per deployment, from what each deployment's run registered.
 
 In Python rather than a Jinja loop in the playbook, so the one task that prints it templates one expression and
-the wording has unit tests (tests/unit/test_fleet_summary.py). The documentation is in fleet_summary.yml beside
-this file.
+the wording has unit tests (tests/unit/plugins/filter/test_fleet_summary.py). The documentation is in
+fleet_summary.yml beside this file.
 """
 
 from __future__ import absolute_import, division, print_function

@@ -99,8 +99,8 @@ def _as_module_gets_them(args):
 def validate(spec, args, name):
     """(validated params, no_log values, error message or None) as AnsibleModule would find them.
 
-    ``spec`` is module_spec(runner). tests/unit/test_controller_module.py pins this against AnsibleModule
-    itself: the no_log values come from a private attribute of ansible-core's validation result.
+    ``spec`` is module_spec(runner). tests/unit/plugins/plugin_utils/test_controller_module.py pins this against
+    AnsibleModule itself: the no_log values come from a private attribute of ansible-core's validation result.
     """
     validator = ArgumentSpecValidator(spec["argument_spec"], mutually_exclusive=spec["mutually_exclusive"],
                                       required_one_of=spec["required_one_of"])

@@ -321,7 +321,7 @@ CHART_KEYS = (
 )
 KEY_BY_PATH = dict((key.path, key) for key in CHART_KEYS)
 
-# What each place means, for the docs' table (tests/unit/test_declarations.py holds the docs to it).
+# What each place means, for the docs' table (tests/unit/collection/test_declarations.py holds the docs to it).
 TARGET_DOCS = {
     "pod": "the agent's or worker's pod spec `%s`",
     "container": "the agent's or worker's container `%s`",

@@ -4,7 +4,7 @@
 """The one credential rule: where the Prefect API URL, token and auth string come from.
 
 qhub_config_info, the role and every module resolve them here, so they cannot disagree
-(tests/unit/test_credential_rule.py walks the combinations through each of them). Pure: the
+(tests/unit/collection/test_credential_rule.py walks the combinations through each of them). Pure: the
 environment is a mapping given by the caller.
 """
 

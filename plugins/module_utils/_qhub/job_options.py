@@ -7,7 +7,7 @@ A ``JobOption`` names every key that sets it (the Prefect Server chart's flat ag
 chart values, the prefect-worker chart's key), how its value is checked, and where it lands: the
 Prefect 1 agent's env, the flow-run pod (as a Prefect 2/3 work-pool variable or literally), the worker's
 command line. Parsing (overrides.py), rendering (_render/flow_run.py, _render/objects.py) and the key
-lists in docs/configuration.md are all derived from ``JOB_OPTIONS``; tests/unit/test_declarations.py
+lists in docs/configuration.md are all derived from ``JOB_OPTIONS``; tests/unit/collection/test_declarations.py
 holds the docs equal to it.
 """
 

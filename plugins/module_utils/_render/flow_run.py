@@ -7,8 +7,8 @@
 Prefect 1 writes them into the agent's Job template (``literal_job``); Prefect 2/3 writes a
 ``{{ variable }}`` placeholder where the value goes and makes the value that variable's default
 (``apply_to_base_template``), so a deployment's ``job_variables`` can still change it per run.
-An override reaches both generations by reaching ``FlowRun``: tests/unit/test_flow_run.py walks
-every accepted override through both outputs.
+An override reaches both generations by reaching ``FlowRun``:
+tests/unit/plugins/module_utils/_render/test_flow_run.py walks every accepted override through both outputs.
 """
 
 from __future__ import absolute_import, division, print_function
