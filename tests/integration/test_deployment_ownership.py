@@ -225,6 +225,28 @@ def test_a_held_lease_makes_a_second_run_wait_then_fail_naming_the_holder(testbe
     assert read_lease(kube_admin, unique_namespace, name) is None  # released at the end
 
 
+def test_a_no_op_writes_nothing_not_even_its_lock_but_a_change_takes_the_lock(testbed, kube_admin, unique_namespace):
+    instance = "noop-" + uuid.uuid4().hex[:6]
+    args = module_args(testbed, unique_namespace, instance)
+    assert run_module("prefect_agent_config", args).rc == 0
+    before = objects_in(kube_admin, unique_namespace)
+    # From here no Lease and no ConfigMap may be created in the namespace: a run that takes its lock fails.
+    k8s.CoreV1Api(kube_admin).create_namespaced_resource_quota(unique_namespace, {
+        "metadata": {"name": "no-locks"},
+        "spec": {"hard": {"count/leases.coordination.k8s.io": "0", "count/configmaps": "0"}}})
+
+    rerun = run_module("prefect_agent_config", args)
+    assert rerun.rc == 0 and rerun["changed"] is False, rerun.output[-2000:]
+    assert "lock" not in rerun
+    assert objects_in(kube_admin, unique_namespace) == before
+
+    changed = run_module("prefect_agent_config", dict(args, overrides={"envVars": {"CHANGED": "1"}}, lock_timeout=3))
+    assert changed.rc != 0
+    assert "run lock" in changed["msg"] and "no-locks" in changed["msg"], changed["msg"]
+    assert objects_in(kube_admin, unique_namespace) == before  # nothing written without the lock
+    k8s.CoreV1Api(kube_admin).delete_namespaced_resource_quota("no-locks", unique_namespace)
+
+
 def test_two_runs_started_together_ten_times_one_waits_and_no_object_is_lost(testbed, kube_admin, unique_namespace):
     instance = "race-" + uuid.uuid4().hex[:6]
     for round_number in range(10):
@@ -233,9 +255,10 @@ def test_two_runs_started_together_ten_times_one_waits_and_no_object_is_lost(tes
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             results = list(pool.map(lambda dummy: run_module("prefect_agent_config", args), range(2)))
         assert [r.rc for r in results] == [0, 0], [r.output[-2000:] for r in results]
-        # The round's change is made once; the other run, after the lock, finds nothing to do.
+        # The round's change is made once, under the lock; the other run finds nothing to do, after the lock
+        # or, if it read once the first had finished, without taking it.
         assert sorted(r["changed"] for r in results) == [False, True], round_number
-        assert all(r["lock"]["kind"] == "Lease" for r in results)
+        assert all(r["lock"]["kind"] == "Lease" for r in results if r["changed"])
         assert worker_objects(objects_in(kube_admin, unique_namespace)) == set(WORKER_OBJECTS)
         env = k8s.AppsV1Api(kube_admin).read_namespaced_deployment(
             "prefect-worker", unique_namespace).spec.template.spec.containers[0].env

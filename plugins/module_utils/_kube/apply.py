@@ -181,14 +181,22 @@ class Applier:
             "before": mask_secret(clean(before)), "after": shown_after,
         })
 
+    @staticmethod
+    def unchanged(manifest, existing):
+        """Whether applying ``manifest`` over ``existing`` (the live object, or None) would send nothing."""
+        if existing is None:
+            return False
+        desired = with_digest(manifest)
+        annotations = (existing.get("metadata") or {}).get("annotations") or {}
+        return annotations.get(DIGEST_ANNOTATION) == desired["metadata"]["annotations"][DIGEST_ANNOTATION] \
+            and matches(desired, existing)
+
     def apply(self, manifest, existing=None, read=True):
         """Apply one manifest unless the live object already matches it; returns the live object."""
         desired = with_digest(manifest)
         if read:
             existing = self.client.get(object_path(desired))
-        annotations = ((existing or {}).get("metadata") or {}).get("annotations") or {}
-        wanted_digest = desired["metadata"]["annotations"][DIGEST_ANNOTATION]
-        if existing is not None and annotations.get(DIGEST_ANNOTATION) == wanted_digest and matches(desired, existing):
+        if self.unchanged(manifest, existing):
             self._record(desired, "unchanged", existing, existing)
             return existing
         try:

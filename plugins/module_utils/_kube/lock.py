@@ -261,6 +261,26 @@ class RunLock:
         self.release()
         return False
 
+    def idle(self):
+        """Whether no run holds this lock or left it behind: no Lease and no ConfigMap of it. Reads only.
+
+        A run that would write nothing needs no lock while no other run is under way (its reads can only
+        see a state another run has finished making, or one it then finds to differ). A store it may not
+        read (403) says nothing: when neither can be read the lock is not idle, and acquire() reports why.
+        """
+        readable = False
+        for store in (_LeaseStore(self.namespace, self.name), _ConfigMapStore(self.namespace, self.name)):
+            try:
+                obj = self.client.get(store.path)
+            except KubeError as exc:
+                if exc.status == 403:
+                    continue
+                raise self._api_error("read", exc, store)
+            if obj is not None:
+                return False
+            readable = True
+        return readable
+
     # Taking the lock.
 
     def acquire(self):

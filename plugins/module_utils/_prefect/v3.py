@@ -124,7 +124,7 @@ class Prefect3Client:
                                   status=404)
         return self._expect(workers, "list", path)
 
-    def wait_for_online_worker(self, pool, name_prefix=None, timeout=120, interval=5.0, clock=None, sleep=None):
+    def wait_for_online_worker(self, pool, name_prefix=None, timeout=120, interval=2.0, clock=None, sleep=None):
         """(online workers matching, all workers last seen, seconds waited); raises on timeout."""
         clock = clock or time.monotonic
         sleep = sleep or time.sleep

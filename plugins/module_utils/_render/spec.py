@@ -234,13 +234,15 @@ def probes(path, liveness=None):
 
     Importing Prefect and reaching the API takes 20 to 40 s on a small (2-core) node, more while flow-run
     pods start beside it: the startup probe allows 3 minutes before liveness takes over, so a slow start
-    is not killed and restarted into a crash loop. Readiness is what the role's rollout wait waits for.
+    is not killed and restarted into a crash loop. Readiness is what the role's rollout wait waits for, and
+    the kubelet probes it only on its own period once startup has passed: short periods let the run end
+    seconds, not a period, after the worker answers.
     ``liveness``: the chart's ``worker.livenessProbe`` ({enabled, config}); off drops the liveness check only.
     """
     check = {"httpGet": {"path": path, "port": PROBE_PORT}, "timeoutSeconds": 5}
     out = {
-        "startupProbe": dict(check, periodSeconds=5, failureThreshold=36),
-        "readinessProbe": dict(check, periodSeconds=10, failureThreshold=3),
+        "startupProbe": dict(check, periodSeconds=2, failureThreshold=90),
+        "readinessProbe": dict(check, periodSeconds=3, failureThreshold=4),
     }
     liveness = {"enabled": True, "config": {"periodSeconds": 30, "failureThreshold": 3}} if liveness is None \
         else liveness

@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
 import os
 
 from ansible_collections.qhub.prefect.plugins.module_utils._common.errors import QhubPrefectError
@@ -127,6 +128,10 @@ def build_spec(params, environ, config_secret_env=None, config_token=None):
     return spec
 
 
+# What present() applies and removes: the rendered objects, the live object at each (or None), the stale ones.
+Plan = collections.namedtuple("Plan", "objects live stale")
+
+
 class Run:
     """One run of the module against one cluster: the reads it made and what it did, in the order it must."""
 
@@ -141,6 +146,8 @@ class Run:
         self.move_from = [name for name in self.params["move_from"] or [] if name != spec.namespace]
         self.lock = None
         self.budget_api = None
+        # What the run was asked for; plan() adds what it read (the digest salt, the cluster UID) to a copy.
+        self.base_spec = spec
 
     def check_elsewhere(self):
         """Stop before writing when this instance runs in a namespace the run was not told it moves from."""
@@ -160,14 +167,10 @@ class Run:
         return owned_objects(self.client, self.ownership, self.spec, self.move_from,
                              self.params["state"] == "present", self.budget_api)
 
-    def present(self):
-        """Apply the objects, then remove what this QHub deployment no longer uses.
-
-        The old agent or worker (another generation's Deployment here, or the one in the namespace moved
-        from) goes only once the new one is applied and, with the wait on, Ready and ONLINE: anything
-        that fails on the way leaves it running.
-        """
+    def plan(self):
+        """What present() would do, from reads only: the objects rendered, the live ones, what goes."""
         client = self.client
+        self.spec = self.base_spec
         self.budget_api = disruption_budget_api(client) if self.spec.chart["worker.podDisruptionBudget"] else None
         stubs = object_stubs(self.spec, self.budget_api)
         here, moved = self.owned()
@@ -185,8 +188,23 @@ class Run:
         if note:
             self.notes["cluster_uid"] = note
         # The one spec the objects, the wait and the result are made from from here on.
-        self.spec = spec = self.spec.with_live_values(**values)
-        objects = render_objects(spec, self.budget_api)
+        self.spec = self.spec.with_live_values(**values)
+        return Plan(render_objects(self.spec, self.budget_api), live, stale)
+
+    def settled(self, plan):
+        """Whether ``plan`` writes nothing: every object as rendered, nothing to remove."""
+        return not plan.stale and all(Applier.unchanged(manifest, existing)
+                                      for manifest, existing in zip(plan.objects, plan.live))
+
+    def present(self, plan):
+        """Apply the objects, then remove what this QHub deployment no longer uses.
+
+        The old agent or worker (another generation's Deployment here, or the one in the namespace moved
+        from) goes only once the new one is applied and, with the wait on, Ready and ONLINE: anything
+        that fails on the way leaves it running.
+        """
+        client, spec = self.client, self.spec
+        objects, live, stale = plan
         old = [obj for obj in stale if obj["kind"] == "Deployment"]
         if spec.job_namespace != spec.namespace:
             # Where the flow runs go (worker.config.jobNamespace): its Role and RoleBinding need it to exist.
@@ -320,6 +338,21 @@ def _take_lock(module, spec, applier):
     return lock, True
 
 
+def _settled_plan(module, spec, this_run):
+    """The plan of a run that would write nothing while no other run holds the lock, else None.
+
+    Check mode takes no lock anyway; a removal always takes it. A plan that would write is read again
+    under the lock, so what it applies is what the cluster holds once no other run can change it.
+    """
+    if module.params["state"] != "present" or module.check_mode:
+        return None
+    lock = RunLock(this_run.client, spec.namespace, lease_name(spec.instance), holder_identity(os.environ))
+    if not lock.idle():
+        return None
+    plan = this_run.plan()
+    return plan if this_run.settled(plan) else None
+
+
 def run(module):
     params = module.params
     # Every candidate secret is masked before anything can fail and print the invocation.
@@ -341,18 +374,23 @@ def run(module):
     try:
         # Read-only, before anything is written: a refusal leaves the cluster as it was.
         this_run.check_elsewhere()
-        lock, exists = _take_lock(module, spec, applier)
-        try:
-            if lock is not None:
-                notes["lock"] = {"kind": lock.kind, "name": lock.name, "namespace": spec.namespace}
-            this_run.lock = lock
-            if params["state"] == "absent":
-                this_run.absent(exists)
-            else:
-                this_run.present()
-        finally:
-            if lock is not None:
-                lock.release()
+        settled = _settled_plan(module, spec, this_run)
+        if settled is not None:
+            # Nothing to write, and no other run under way: a no-op writes nothing, not even a lock.
+            this_run.present(settled)
+        else:
+            lock, exists = _take_lock(module, spec, applier)
+            try:
+                if lock is not None:
+                    notes["lock"] = {"kind": lock.kind, "name": lock.name, "namespace": spec.namespace}
+                this_run.lock = lock
+                if params["state"] == "absent":
+                    this_run.absent(exists)
+                else:
+                    this_run.present(this_run.plan())
+            finally:
+                if lock is not None:
+                    lock.release()
     except QhubPrefectError as exc:
         # A Prefect API error while waiting for the worker to come online ends here too, not as a traceback.
         fail_from_exception(module, exc, objects=_summary(applier), requests=client.requests, **result)
