@@ -101,9 +101,10 @@ def test_a_no_op_run_on_an_available_deployment_reads_each_object_once(node, uni
     assert first.rc == 0, first
     again = run_module("prefect_agent_config", args)
     assert again.rc == 0 and again["changed"] is False, again
-    # One GET per object, and the lock (GET, POST, the ConfigMap lock's GET, DELETE); no pod list, no events,
-    # no log: the Deployment's status already says available.
-    assert again["requests"] == len(KINDS) + 4, again
+    # One GET per object, and whether a run holds the lock (the Lease's GET, the ConfigMap lock's GET), no lock
+    # taken; no pod list, no events, no log: the Deployment's status already says available.
+    assert again["requests"] == len(KINDS) + 2, again
+    assert again.get("lock") is None
 
 
 def test_an_image_that_does_not_exist_fails_naming_it_then_the_right_image_converges(node, kube_admin,

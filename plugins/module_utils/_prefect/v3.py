@@ -130,9 +130,17 @@ class Prefect3Client:
         sleep = sleep or time.sleep
         started = clock()
         deadline = started + timeout
+        missing = False
         while True:
             remaining = max(1.0, deadline - clock())
-            workers = self.list_workers(pool, timeout=min(self.http.timeout, remaining))
+            try:
+                workers = self.list_workers(pool, timeout=min(self.http.timeout, remaining))
+                missing = False
+            except PrefectApiError as exc:
+                # A worker creates its pool when it first polls: until then there is no pool, and no worker yet.
+                if exc.status != 404:
+                    raise
+                workers, missing = [], True
             matching = [w for w in workers if not name_prefix or str(w.get("name", "")).startswith(name_prefix)]
             online = [w for w in matching if w.get("status") == "ONLINE"]
             if online:
@@ -140,9 +148,11 @@ class Prefect3Client:
             if clock() + interval > deadline:
                 seen = ", ".join("%s (%s)" % (w.get("name"), w.get("status")) for w in matching) or "none"
                 raise PrefectApiError(
-                    "no worker of pool %s came ONLINE within %s s; a worker with a bad API key looks healthy "
+                    "no worker of pool %s came ONLINE within %s s%s; a worker with a bad API key looks healthy "
                     "to Kubernetes: check its log. Workers %sseen: %s" % (
-                        pool, timeout, "named %s* " % name_prefix if name_prefix else "", seen))
+                        pool, timeout, " (the pool does not exist at %s: no worker ever polled it)"
+                        % public_url(self.http.base_url) if missing else "",
+                        "named %s* " % name_prefix if name_prefix else "", seen))
             sleep(interval)
 
 

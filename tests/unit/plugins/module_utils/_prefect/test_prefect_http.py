@@ -295,6 +295,25 @@ def test_waiting_for_a_worker_returns_once_one_is_online(server):
     assert server.received[-1]["path"] == "/api/work_pools/qhub/workers/filter"
 
 
+def test_waiting_for_a_worker_waits_for_the_pool_it_creates(server):
+    server.then(404, {"detail": "Work pool not found."}).then(200, [{"name": "prefect-worker", "status": "ONLINE"}])
+    client = Prefect3Client(PrefectHttpClient(server.url))
+    online, _workers, _waited = client.wait_for_online_worker("qhub", "prefect-worker", timeout=30, interval=0.01)
+    assert [w["name"] for w in online] == ["prefect-worker"]
+
+
+def test_a_pool_no_worker_ever_created_is_named_when_the_wait_ends(server):
+    for _ in range(4):
+        server.then(404, {"detail": "Work pool not found."})
+    client = Prefect3Client(PrefectHttpClient(server.url))
+    now = [0.0]
+    with pytest.raises(PrefectApiError) as caught:
+        client.wait_for_online_worker("qhub", name_prefix="prefect-worker", timeout=10, interval=3,
+                                      clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert str(caught.value).startswith("no worker of pool qhub came ONLINE within 10 s (the pool does not exist at ")
+    assert "no worker ever polled it" in str(caught.value)
+
+
 def test_names_are_quoted_into_paths(server):
     server.then(404, {"detail": "Work pool not found."})
     client = Prefect3Client(PrefectHttpClient(server.url))
