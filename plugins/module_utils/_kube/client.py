@@ -144,5 +144,5 @@ def _client_credentials(target):
         if setting.get("in") == "header" and setting.get("key", "").lower() == "authorization" and setting.get("value"):
             authorization = setting["value"]
     return KubeCredentials(configuration.host, authorization=authorization, ca_file=configuration.ssl_ca_cert,
-                       cert_file=configuration.cert_file, key_file=configuration.key_file,
-                       verify=configuration.verify_ssl, proxy=configuration.proxy)
+                           cert_file=configuration.cert_file, key_file=configuration.key_file,
+                           verify=configuration.verify_ssl, proxy=configuration.proxy)

@@ -291,11 +291,11 @@ def static_credentials(target, service_account_dir=None):
             raise KubeconfigError("cannot read the tokenFile of the user %r in the kubeconfig %s: %s"
                                   % (target.user_name, target.kubeconfig, exc))
     return KubeCredentials(target.server, token=token, username=user.get("username"), password=user.get("password"),
-                       ca_file=cluster.get("certificate-authority"),
-                       ca_data=data_of(cluster, "certificate-authority-data"),
-                       cert_file=user.get("client-certificate"), cert_data=data_of(user, "client-certificate-data"),
-                       key_file=user.get("client-key"), key_data=data_of(user, "client-key-data"),
-                       verify=not cluster.get("insecure-skip-tls-verify", False), proxy=cluster.get("proxy-url"))
+                           ca_file=cluster.get("certificate-authority"),
+                           ca_data=data_of(cluster, "certificate-authority-data"),
+                           cert_file=user.get("client-certificate"), cert_data=data_of(user, "client-certificate-data"),
+                           key_file=user.get("client-key"), key_data=data_of(user, "client-key-data"),
+                           verify=not cluster.get("insecure-skip-tls-verify", False), proxy=cluster.get("proxy-url"))
 
 
 def _incluster_credentials(target, service_account_dir):

@@ -216,8 +216,8 @@ class PrefectHttpClient:
                 else:
                     last_problem = "could not be reached (%s)" % short(reason, MAX_ERROR_TEXT, one_line=True)
             except (AnsibleConnectionError, HTTPException, OSError) as exc:
-                last_problem = "could not be reached (%s)" % short(str(exc) or type(exc).__name__, MAX_ERROR_TEXT,
-                                                                    one_line=True)
+                last_problem = "could not be reached (%s)" % short(
+                    str(exc) or type(exc).__name__, MAX_ERROR_TEXT, one_line=True)
             except ValueError as exc:
                 raise self.error("cannot send a request to %s: %s" % (
                     public_url(url), short(exc, MAX_ERROR_TEXT, one_line=True)))

@@ -161,4 +161,3 @@ def http_client(module, generation="prefect3", timeout=None):
                                  retries=params.get("retries"), validate_certs=params.get("validate_certs"), api=api)
     except PrefectApiError as exc:
         fail_from_exception(module, exc, changed=False)
-

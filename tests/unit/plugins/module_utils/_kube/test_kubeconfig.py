@@ -66,8 +66,8 @@ def test_a_client_certificate_from_data_loads_and_leaves_no_file(tmp_path, monke
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    credentials = KubeCredentials("https://k", ca_data=(tmp_path / "c.pem").read_bytes(),
-                              cert_data=(tmp_path / "c.pem").read_bytes(), key_data=(tmp_path / "k.pem").read_bytes())
+    pem = (tmp_path / "c.pem").read_bytes()
+    credentials = KubeCredentials("https://k", ca_data=pem, cert_data=pem, key_data=(tmp_path / "k.pem").read_bytes())
     context = credentials.ssl_context()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert list(scratch.iterdir()) == []

@@ -303,7 +303,7 @@ def test_waiting_for_a_worker_waits_for_the_pool_it_creates(server):
 
 
 def test_a_pool_no_worker_ever_created_is_named_when_the_wait_ends(server):
-    for _ in range(4):
+    for dummy in range(4):
         server.then(404, {"detail": "Work pool not found."})
     client = Prefect3Client(PrefectHttpClient(server.url))
     now = [0.0]
