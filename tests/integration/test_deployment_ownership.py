@@ -16,7 +16,7 @@ from kubernetes import client as k8s
 
 from tests.support.ansible_cli import run_module, run_playbook
 from tests.support.cluster_objects import MANAGED, labelled, read_lease
-from tests.support.pod_client import mint_token, service_account_kubeconfig, wait_for
+from tests.support.pod_client import DEPLOYMENT_GONE_TIMEOUT, mint_token, service_account_kubeconfig, wait_for
 
 PREFECT3_IMAGE = "prefecthq/prefect:3-python3.11-kubernetes"
 WORKER_OBJECTS = ("ServiceAccount", "Role", "RoleBinding", "Secret", "Deployment")
@@ -136,7 +136,7 @@ def test_a_move_needs_move_from_and_then_leaves_one_worker(testbed, kube_admin, 
 
     moved = deploy(tmp_path, config_of(new, project), env, extra=extra)
     assert moved.rc == 0, moved
-    wait_for(lambda: objects_in(kube_admin, old) == {}, 60, what="the old namespace emptied")
+    wait_for(lambda: objects_in(kube_admin, old) == {}, DEPLOYMENT_GONE_TIMEOUT, what="the old namespace emptied")
     assert worker_objects(objects_in(kube_admin, new)) == set(WORKER_OBJECTS)
     again = deploy(tmp_path, config_of(new, project), env, extra=extra)
     assert again.rc == 0 and again["recap"]["changed"] == 0, again

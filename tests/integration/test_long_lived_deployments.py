@@ -22,7 +22,9 @@ from kubernetes import client as k8s
 from tests.support.ansible_cli import run_playbook
 from tests.support.cluster_objects import MANAGED, labelled
 from tests.testbed.prefect1_standin import Prefect1StandIn
-from tests.support.pod_client import free_port, mint_token, prefect_api, service_account_kubeconfig, wait_for
+from tests.support.pod_client import (
+    DEPLOYMENT_GONE_TIMEOUT, free_port, mint_token, prefect_api, service_account_kubeconfig, wait_for,
+)
 
 PREFECT1_IMAGE = "prefecthq/prefect:0.14.22-python3.8"
 PREFECT3_IMAGE = "prefecthq/prefect:3-python3.11-kubernetes"
@@ -111,8 +113,8 @@ def test_generation_switch_leaves_one_deployment_and_nothing_of_the_old_one(
     switched = deploy(tmp_path, config, env, extra=extra)
     assert switched.rc == 0, switched
     # Deleted Foreground: with the wait off the run does not stay for the garbage collector.
-    wait_for(lambda: deployments_in(kube_admin, unique_namespace) == [(unique_namespace, "prefect-worker")], 60,
-             what="the old Deployment gone")
+    wait_for(lambda: deployments_in(kube_admin, unique_namespace) == [(unique_namespace, "prefect-worker")],
+             DEPLOYMENT_GONE_TIMEOUT, what="the old Deployment gone")
     assert managed_in(kube_admin, unique_namespace) == objects_of("prefect-worker", unique_namespace)
     assert owned(kube_admin, project) == objects_of("prefect-worker", unique_namespace)
     core = k8s.CoreV1Api(kube_admin)
@@ -151,7 +153,7 @@ def test_namespace_move_leaves_one_deployment(testbed, kube_admin, unique_namesp
     moved = deploy(tmp_path, config, env, extra=extra)
     assert moved.rc == 0, moved
     wait_for(lambda: deployments_in(kube_admin, unique_namespace, second_namespace) == [
-        (second_namespace, "prefect-worker")], 60, what="the old Deployment gone")
+        (second_namespace, "prefect-worker")], DEPLOYMENT_GONE_TIMEOUT, what="the old Deployment gone")
     assert managed_in(kube_admin, unique_namespace) == set()
     assert owned(kube_admin, project) == objects_of("prefect-worker", second_namespace)
     assert k8s.CoreV1Api(kube_admin).list_namespaced_secret(unique_namespace, label_selector=MANAGED).items == []
@@ -168,7 +170,7 @@ def test_namespace_move_leaves_one_deployment(testbed, kube_admin, unique_namesp
     config["namespace"] = second_namespace
     removed = deploy(tmp_path, config, env, extra=extra)
     assert removed.rc == 0, removed
-    wait_for(lambda: owned(kube_admin, project) == set(), 60, what="the objects gone")
+    wait_for(lambda: owned(kube_admin, project) == set(), DEPLOYMENT_GONE_TIMEOUT, what="the objects gone")
 
 
 def test_objects_of_another_instance_or_without_the_labels_are_never_touched(testbed, kube_admin, unique_namespace,

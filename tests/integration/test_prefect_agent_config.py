@@ -14,7 +14,7 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.support.ansible_cli import run_module
-from tests.support.pod_client import wait_for
+from tests.support.pod_client import DEPLOYMENT_GONE_TIMEOUT, wait_for
 
 SECRETS = {"DATABASE_PASSWORD": "canary-db-7f3a", "S3_SECRET": "canary-s3-91bc"}
 TOKEN = "canary-token-55e1"
@@ -117,7 +117,7 @@ def test_check_mode_then_apply_then_rerun_then_absent(testbed, kube_admin, uniqu
     # A rerun while the Foreground delete finishes has nothing left to do.
     assert run_module("prefect_agent_config", dict(args, state="absent"))["changed"] is False
     # On a node the pod's termination comes first, which a loaded machine's kubelet can take its time over.
-    wait_for(lambda: read_all(kube_admin, unique_namespace) == {}, 180, what="the objects gone")
+    wait_for(lambda: read_all(kube_admin, unique_namespace) == {}, DEPLOYMENT_GONE_TIMEOUT, what="the objects gone")
 
 
 def test_check_mode_changes_nothing_on_a_live_deployment(testbed, kube_admin, unique_namespace):
@@ -220,7 +220,7 @@ def test_absent_leaves_unowned_objects_with_the_same_prefix(testbed, kube_admin,
     assert sorted((o["kind"], o["action"]) for o in removed["objects"]) == sorted(
         [("Deployment", "deleted"), ("Secret", "deleted"), ("RoleBinding", "deleted"), ("Role", "deleted"),
          ("ServiceAccount", "deleted")])
-    wait_for(lambda: read_all(kube_admin, unique_namespace) == {}, 60, what="the objects gone")
+    wait_for(lambda: read_all(kube_admin, unique_namespace) == {}, DEPLOYMENT_GONE_TIMEOUT, what="the objects gone")
     core.read_namespaced_config_map("prefect-worker-settings", unique_namespace)
     core.read_namespaced_service_account("prefect-worker-2", unique_namespace)
 

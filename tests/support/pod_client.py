@@ -52,6 +52,11 @@ def prefect_api(api_url, method, path, body=None, attempts=5):
         time.sleep(2 ** attempt)
 
 
+# How long a Foreground delete of a Deployment may take on the node: until the kubelet has stopped its pods
+# (their 30 s grace period, then a loaded node's next sync) and the garbage collector has seen it.
+DEPLOYMENT_GONE_TIMEOUT = 180
+
+
 def wait_for(predicate, timeout, interval=1.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
