@@ -157,6 +157,15 @@ def conflict_message(exc, manifest):
             "for %s." % (describe(manifest), detail, FIELD_MANAGER))
 
 
+def _live_matches(desired, existing):
+    """Whether ``existing`` already is ``desired`` (with its digest): its digest annotation and its fields."""
+    if existing is None:
+        return False
+    annotations = (existing.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(DIGEST_ANNOTATION) == desired["metadata"]["annotations"][DIGEST_ANNOTATION] \
+        and matches(desired, existing)
+
+
 class Applier:
     """Applies manifests and records what happened to each, for ``changed`` and the diff."""
 
@@ -184,19 +193,14 @@ class Applier:
     @staticmethod
     def unchanged(manifest, existing):
         """Whether applying ``manifest`` over ``existing`` (the live object, or None) would send nothing."""
-        if existing is None:
-            return False
-        desired = with_digest(manifest)
-        annotations = (existing.get("metadata") or {}).get("annotations") or {}
-        return annotations.get(DIGEST_ANNOTATION) == desired["metadata"]["annotations"][DIGEST_ANNOTATION] \
-            and matches(desired, existing)
+        return _live_matches(with_digest(manifest), existing)
 
     def apply(self, manifest, existing=None, read=True):
         """Apply one manifest unless the live object already matches it; returns the live object."""
         desired = with_digest(manifest)
         if read:
             existing = self.client.get(object_path(desired))
-        if self.unchanged(manifest, existing):
+        if _live_matches(desired, existing):
             self._record(desired, "unchanged", existing, existing)
             return existing
         try:
