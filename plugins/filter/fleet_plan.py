@@ -106,9 +106,10 @@ def _kind(variables):
 
 
 def fleet_plan(hosts, hostvars, environ=None):
-    """``{prefect3: [...], prefect1: [...], disabled: [...], failed: [...], failures: {host: why}, unchecked: [...]}``.
+    """``{converge: [...], prefect3: [...], prefect1: [...], disabled: [...], failed: [...], failures: {host: why},
+    unchecked: [...]}``.
 
-    Every list sorted; ``unchecked`` are the failed hosts whose config is not theirs to read (an inventory error,
+    ``converge`` are the hosts that may run (the three kinds together). Every list sorted; ``unchecked`` are the failed hosts whose config is not theirs to read (an inventory error,
     no config at all).
 
     ``hostvars`` maps each host to its variables: what deploy.yml's check play registered
@@ -136,7 +137,8 @@ def fleet_plan(hosts, hostvars, environ=None):
             plan[_kind(hostvars[host])].append(host)
     # Their checks read no config of theirs: what those said is no summary's business.
     unchecked = [host for host in hosts if _unchecked(hostvars[host])]
-    plan.update(failed=sorted(failures), failures=failures, unchecked=unchecked)
+    plan.update(converge=[host for host in hosts if host not in failures], failed=sorted(failures),
+                failures=failures, unchecked=unchecked)
     return plan
 
 

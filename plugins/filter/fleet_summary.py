@@ -49,29 +49,28 @@ def _status(generation, agent, worker):
 def summary_line(host, variables, refused=None):
     """``<host>: cluster <server> (context <name>), namespace <ns>, <what happened>``.
 
-    ``refused`` is why the check refused this deployment (fleet_plan's ``failures``), if it did.
+    What happened is what the converge task registered (``qhub_prefect_deployment``, the module qhub_deployment's
+    result); a deployment the checks refused has only what its checks registered. ``refused`` is why the check
+    refused this deployment (fleet_plan's ``failures``), if it did.
     """
-    cluster = _mapping(_get(variables, "__qhub_fleet_cluster"))
+    converged = _mapping(_get(variables, "qhub_prefect_deployment"))
+    cluster = _mapping(converged.get("cluster") or _get(variables, "__qhub_fleet_cluster"))
     where = str(cluster.get("server") or "?")
     if cluster.get("context"):
         where += " (context %s)" % cluster["context"]
-    settings = _mapping(_get(variables, "qhub_prefect_settings"))
+    settings = _mapping(converged.get("settings") or _get(variables, "qhub_prefect_settings"))
     prefect = _mapping(settings.get("prefect"))
     failure = refused or _get(variables, "__qhub_fleet_failure")
     generation = prefect.get("generation") or "?"
     if failure:
         line = "FAILED: %s" % failure
     elif not _true(prefect.get("enabled", False)):
-        removed = _true(_mapping(_get(variables, "qhub_prefect_agent_removal")).get("changed", False))
+        removed = _true(_mapping(converged.get("removal")).get("changed", False))
         line = "%s, disabled, %s" % (generation, "removed" if removed else "nothing to remove")
     else:
-        agent = _mapping(_get(variables, "qhub_prefect_agent"))
-        results = (agent, _get(variables, "qhub_prefect_pool_result"), _get(variables, "qhub_prefect_project_result"))
-        changed = any(_true(_mapping(result).get("changed", False)) for result in results)
-        worker = _mapping(_get(variables, "qhub_prefect_worker_status"))
-        if _true(worker.get("skipped", False)):
-            worker = {}
-        line = "%s, %s, %s" % (generation, "changed" if changed else "unchanged", _status(generation, agent, worker))
+        agent = _mapping(converged.get("agent"))
+        line = "%s, %s, %s" % (generation, "changed" if _true(converged.get("changed", False)) else "unchanged",
+                               _status(generation, agent, _mapping(converged.get("worker_status"))))
     return "%s: cluster %s, namespace %s, %s" % (host, where, settings.get("namespace") or "?", line)
 
 

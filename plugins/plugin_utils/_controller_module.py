@@ -20,49 +20,8 @@ import os
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.module_utils.errors import UnsupportedError
-from ansible.module_utils.common.parameters import remove_values
 
-from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
-
-
-class _ModuleExit(Exception):
-    def __init__(self, result):
-        super(_ModuleExit, self).__init__("module exit")
-        self.result = result
-
-
-class ControllerModule:
-    """The part of AnsibleModule the collection's modules use: params, check and diff mode, exits."""
-
-    def __init__(self, params, check_mode, diff, no_log_values):
-        self.params = params
-        self.check_mode = check_mode
-        self._diff = diff
-        self.no_log_values = set(no_log_values)
-        self._warnings = []
-
-    def warn(self, warning):
-        self._warnings.append(warning)
-
-    def exit_json(self, **result):
-        raise _ModuleExit(self._formatted(result))
-
-    def fail_json(self, msg, **result):
-        result["failed"] = True
-        result["msg"] = msg
-        raise _ModuleExit(self._formatted(result))
-
-    def _formatted(self, result):
-        result.setdefault("invocation", {"module_args": self.params})
-        if self._warnings:
-            result["warnings"] = result.get("warnings", []) + self._warnings
-        # As AnsibleModule does: no_log values are masked everywhere, booleans and None are kept as they are.
-        preserved = dict((key, value) for key, value in result.items() if value is None or isinstance(value, bool))
-        result = remove_values(result, self.no_log_values)
-        result.update(preserved)
-        return result
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.in_process import run_in_process
 
 
 def runs_on_controller(action):
@@ -96,24 +55,6 @@ def _as_module_gets_them(args):
         raise AnsibleActionFail("the module arguments are not JSON: %s" % exc)
 
 
-def validate(spec, args, name):
-    """(validated params, no_log values, error message or None) as AnsibleModule would find them.
-
-    ``spec`` is module_spec(runner). tests/unit/plugins/plugin_utils/test_controller_module.py pins this against
-    AnsibleModule itself: the no_log values come from a private attribute of ansible-core's validation result.
-    """
-    validator = ArgumentSpecValidator(spec["argument_spec"], mutually_exclusive=spec["mutually_exclusive"],
-                                      required_one_of=spec["required_one_of"])
-    validation = validator.validate(args)
-    no_log_values = validation._no_log_values
-    message = None
-    if validation.error_messages:
-        message = validation.errors.msg
-        if isinstance(validation.errors[0], UnsupportedError):
-            message = "Unsupported parameters for (%s) module: %s" % (name, message)
-    return validation.validated_parameters, no_log_values, message
-
-
 def run_on_controller(action, runner):
     """Validate the task's arguments like AnsibleModule would, then ``runner.run(module)``; returns the result."""
     added = task_environment(action)
@@ -122,17 +63,11 @@ def run_on_controller(action, runner):
     # one task, and the environment is put back afterwards all the same.
     os.environ.update(added)
     try:
-        args = _as_module_gets_them(action._task.args)
-        params, no_log_values, message = validate(module_spec(runner), args, action._task.action)
-        module = ControllerModule(params, bool(action._task.check_mode), bool(action._task.diff), no_log_values)
         try:
-            if message is not None:
-                # As AnsibleModule fails: with the invocation (what -vvv shows), secrets masked, booleans kept.
-                module.fail_json(msg=message)
-            runner.run(module)
-        except _ModuleExit as done:
-            return done.result
-        raise AnsibleActionFail("the module ended without a result")
+            return run_in_process(runner, _as_module_gets_them(action._task.args), bool(action._task.check_mode),
+                                  bool(action._task.diff), action._task.action)
+        except RuntimeError as exc:
+            raise AnsibleActionFail(str(exc))
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -209,7 +209,8 @@ def load_yaml_strict(text, source="qhub-config.yml"):
     """Parse YAML, refusing duplicate keys (PyYAML keeps the last one silently)."""
     import yaml  # the modules list PyYAML in requirements; imported late so unit tests of the rest need none
 
-    class StrictLoader(yaml.SafeLoader):
+    # libyaml's parser when PyYAML has it: the same documents, a config read in a tenth of the time.
+    class StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         pass
 
     def construct_mapping(loader, node, deep=False):

@@ -24,8 +24,8 @@ from ansible_collections.qhub.prefect.plugins.module_utils._runners import qhub_
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import (
     module_credentials, module_spec, prefect_api_argument_spec, task_config_secrets,
 )
-from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import (
-    ControllerModule, _ModuleExit, validate,
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.in_process import (
+    InProcessModule, ModuleExit, validate,
 )
 
 ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "prefect_agent"
@@ -125,8 +125,8 @@ def run_config_info(variables, environ):
     params, no_log_values, error = validate(module_spec(qhub_config_info), info_args, "qhub_config_info")
     assert error is None, error
     with mock.patch.dict(os.environ, environ, clear=True):
-        with pytest.raises(_ModuleExit) as done:
-            qhub_config_info.run(ControllerModule(params, False, False, no_log_values))
+        with pytest.raises(ModuleExit) as done:
+            qhub_config_info.run(InProcessModule(params, False, False, no_log_values))
     return done.value.result
 
 

@@ -42,8 +42,8 @@ def test_each_deployment_goes_to_the_play_of_its_kind():
     hostvars = {"w": checked("w"), "a": checked("a", generation="prefect1"), "off": checked("off", enabled=False),
                 "off1": checked("off1", generation="prefect1", enabled=False), "w2": checked("w2")}
     plan = fleet_plan(["w2", "w", "a", "off", "off1"], hostvars, environ={})
-    assert plan == {"prefect3": ["w", "w2"], "prefect1": ["a"], "disabled": ["off", "off1"], "failed": [],
-                    "failures": {}, "unchecked": []}
+    assert plan == {"converge": ["a", "off", "off1", "w", "w2"], "prefect3": ["w", "w2"], "prefect1": ["a"],
+                    "disabled": ["off", "off1"], "failed": [], "failures": {}, "unchecked": []}
 
 
 def test_a_single_deployment_on_the_implicit_localhost():
@@ -61,7 +61,7 @@ def test_refusals_name_the_check_the_host_and_the_cause():
         "good": checked("good", qhub_prefect_token_env="FLEET_SET"),
     }
     plan = fleet_plan(list(hostvars), hostvars, environ={"FLEET_SET": "key", "FLEET_EMPTY": ""})
-    assert plan["prefect3"] == ["good"]
+    assert plan["prefect3"] == plan["converge"] == ["good"]
     assert plan["failed"] == ["bad-inventory", "broken", "empty-key", "no-config", "no-key", "plain-key"]
     failures = plan["failures"]
     assert failures["bad-inventory"] == (

@@ -1,7 +1,7 @@
 """The controller fast path answers a task exactly as the launched module would (issue 13).
 
 Every module is ``runner.run(AnsibleModule(**module_spec(runner)))``. On the controller its action plugin
-validates the task's arguments with ``validate()`` and runs the same runner on ``ControllerModule``. A user must
+validates the task's arguments with ``validate()`` and runs the same runner on ``InProcessModule``. A user must
 not be able to tell which of the two ran a task: the same option values (defaults, conversions such as "yes" and
 "7", environment fallbacks), the same secrets masked, the same failure for a bad task. Each test runs the real
 AnsibleModule, fed as a launched module is (``_ANSIBLE_ARGS``), and the fast path on the same arguments. The
@@ -13,7 +13,7 @@ Two differences are deliberate and not pinned as equal:
   into, so a launched module's warning is returned unmasked. The fast path masks its warnings
   (test_fast_path_masks_secrets_in_warnings).
 - AnsibleModule.exit_json adds file attributes (uid, mode, state, ...) when a result's ``path`` or ``dest``
-  names an existing file; ControllerModule does not. Only qhub_config_info returns a path, and it always runs on
+  names an existing file; InProcessModule does not. Only qhub_config_info returns a path, and it always runs on
   the controller (CONTROLLER_ONLY), so no user sees both forms.
 """
 
@@ -34,8 +34,11 @@ from ansible.playbook.task import Task
 from ansible.template import Templar
 
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
+from ansible_collections.qhub.prefect.plugins.module_utils._runners.in_process import (
+    InProcessModule, ModuleExit, validate,
+)
 from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import (
-    ControllerFirstAction, ControllerModule, _ModuleExit, run_on_controller, validate,
+    ControllerFirstAction, run_on_controller,
 )
 
 REPO = pathlib.Path(__file__).resolve().parents[4]
@@ -258,7 +261,7 @@ def test_same_params_and_secrets(name, args, env, clean_env, launched):
     assert message is None
     assert params == module.params
     assert set(no_log_values) == module.no_log_values
-    fast = ControllerModule(params, False, False, no_log_values)
+    fast = InProcessModule(params, False, False, no_log_values)
     assert fast.params == module.params and fast.no_log_values == module.no_log_values
 
     # Both could agree and be wrong: the values themselves, from the spec.
@@ -317,7 +320,7 @@ def test_same_failure(name, args, named, clean_env, launched):
     dummy, no_log_values, message = validate(module_spec(runner), copy.deepcopy(args), fqcn(name))
     assert message is not None  # else run_on_controller below would run the module for real
     # The only normalisation: AnsibleModule.fail_json masks secrets in the message, validate() returns it as is.
-    assert ControllerModule({}, False, False, no_log_values)._formatted({"msg": message})["msg"] == expected["msg"]
+    assert InProcessModule({}, False, False, no_log_values)._formatted({"msg": message})["msg"] == expected["msg"]
     assert as_json(run_on_controller(action_for(name, args), runner)) == expected
 
 
@@ -349,9 +352,9 @@ def test_exit_json_masks_alike(name, clean_env, launched, capsys):
         module.exit_json(**copy.deepcopy(result))
 
     expected = exits(capsys, launched_exit)
-    fast = ControllerModule(module.params, False, False, module.no_log_values)
+    fast = InProcessModule(module.params, False, False, module.no_log_values)
     fast.warn("a warning without a secret")
-    with pytest.raises(_ModuleExit) as done:
+    with pytest.raises(ModuleExit) as done:
         fast.exit_json(**copy.deepcopy(result))
     assert as_json(done.value.result) == expected
     text = json.dumps(expected)
@@ -373,8 +376,8 @@ def test_booleans_survive_a_secret_that_spells_them(name, clean_env, launched, c
     assert failed is None, failed
     result = dict(changed=True, skipped=None, words=["True", "None"])
     expected = exits(capsys, lambda: module.fail_json(msg="it is True", **copy.deepcopy(result)))
-    with pytest.raises(_ModuleExit) as done:
-        ControllerModule(module.params, False, False, module.no_log_values).fail_json(msg="it is True",
+    with pytest.raises(ModuleExit) as done:
+        InProcessModule(module.params, False, False, module.no_log_values).fail_json(msg="it is True",
                                                                                       **copy.deepcopy(result))
     assert as_json(done.value.result) == expected
     assert expected["changed"] is True and expected["failed"] is True and expected["skipped"] is None
@@ -384,9 +387,9 @@ def test_booleans_survive_a_secret_that_spells_them(name, clean_env, launched, c
 def test_fast_path_masks_secrets_in_warnings():
     """The one place the fast path is stricter than ansible-core 2.19's module: a warning that quotes a secret is
     masked (a launched module returns it as is)."""
-    module = ControllerModule({"api_key": "s3cret-token"}, False, False, {"s3cret-token"})
+    module = InProcessModule({"api_key": "s3cret-token"}, False, False, {"s3cret-token"})
     module.warn("the token s3cret-token was refused")
-    with pytest.raises(_ModuleExit) as done:
+    with pytest.raises(ModuleExit) as done:
         module.exit_json(changed=False)
     assert done.value.result["warnings"] == ["the token ******** was refused"]
     assert done.value.result["invocation"] == {"module_args": {"api_key": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"}}
