@@ -109,8 +109,8 @@ def fleet_plan(hosts, hostvars, environ=None):
     """``{converge: [...], prefect3: [...], prefect1: [...], disabled: [...], failed: [...], failures: {host: why},
     unchecked: [...]}``.
 
-    ``converge`` are the hosts that may run (the three kinds together). Every list sorted; ``unchecked`` are the failed hosts whose config is not theirs to read (an inventory error,
-    no config at all).
+    ``converge`` are the hosts that may run (the three kinds together). Every list sorted; ``unchecked`` are the
+    failed hosts whose config is not theirs to read (an inventory error, no config at all).
 
     ``hostvars`` maps each host to its variables: what deploy.yml's check play registered
     (``qhub_prefect_settings``, ``__qhub_fleet_cluster``, ``__qhub_fleet_check_failure``) and its inventory's

@@ -10,18 +10,18 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: qhub_deployment
 short_description: Converge the Prefect agent or worker of one QHub deployment, in one task
-version_added: 0.3.0
+version_added: 0.2.0
 author: qhub.prefect contributors (@qhub-prefect)
 description:
-  - Does what the role M(qhub.prefect.prefect_agent) does, step by step, in one task, which saves Ansible's cost of
+  - Does what the role C(qhub.prefect.prefect_agent) does, step by step, in one task, which saves Ansible's cost of
     up to four more tasks per deployment. C(playbooks/deploy.yml) converges every deployment with it.
-  - The steps, each with the module the role's task of that step runs and the same arguments: read and validate the
-    QHub config (M(qhub.prefect.qhub_config_info)); check the kubeconfig context (M(qhub.prefect.kube_context_info));
-    then with C(prefect.enabled=true) the Prefect 1 project (M(qhub.prefect.prefect_project)) or the work pool
-    (M(qhub.prefect.prefect_work_pool)), the agent or worker (M(qhub.prefect.prefect_agent_config)) and, when the
-    apply did not wait for it, whether the worker is online (M(qhub.prefect.prefect_worker_status)); with
-    C(prefect.enabled=false), the removal of what the collection deployed (M(qhub.prefect.prefect_agent_config)
-    with C(state=absent)).
+  - The steps, each with the module the role's task of that step runs and the same arguments, are these. Read and
+    validate the QHub config (M(qhub.prefect.qhub_config_info)); check the kubeconfig context
+    (M(qhub.prefect.kube_context_info)); then with C(prefect.enabled=true) the Prefect 1 project
+    (M(qhub.prefect.prefect_project)) or the work pool (M(qhub.prefect.prefect_work_pool)), the agent or worker
+    (M(qhub.prefect.prefect_agent_config)) and, when the apply did not wait for it, whether the worker is online
+    (M(qhub.prefect.prefect_worker_status)); with C(prefect.enabled=false), the removal of what the collection
+    deployed (M(qhub.prefect.prefect_agent_config) with C(state=absent)).
   - A failing step ends the task, and its message starts with the name of the role's task of that step. Nothing is
     written before the config and the context are checked. A worker status that cannot be read fails nothing; the
     result says why.

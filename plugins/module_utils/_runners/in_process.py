@@ -77,14 +77,38 @@ def validate(spec, args, name):
     return validation.validated_parameters, no_log_values, message
 
 
-def run_in_process(runner, args, check_mode, diff, name):
-    """The result of ``runner.run`` on ``args`` (plain JSON types), validated as AnsibleModule would validate them."""
+def invalid_messages(spec, args):
+    """Every message validation has for ``args`` (AnsibleModule fails with the first alone)."""
+    validator = ArgumentSpecValidator(spec["argument_spec"], mutually_exclusive=spec["mutually_exclusive"],
+                                      required_one_of=spec["required_one_of"])
+    return list(validator.validate(args).error_messages)
+
+
+def failure_message(runner, args, message):
+    """The message a task with invalid ``args`` fails with here: AnsibleModule's, or the runner's explanation.
+
+    A runner that always runs here (CONTROLLER_ONLY) may explain every invalid option at once
+    (``explain_invalid``: qhub_deployment names the role variable of each).
+    """
+    explain = getattr(runner, "explain_invalid", None)
+    return explain(invalid_messages(module_spec(runner), args)) if explain else message
+
+
+def run_in_process(runner, args, check_mode, diff, name, masked=None):
+    """The result of ``runner.run`` on ``args`` (plain JSON types), validated as AnsibleModule would validate them.
+
+    ``masked``, a set, receives every value the runner masked, for a caller whose own result holds what it returned.
+    """
     params, no_log_values, message = validate(module_spec(runner), args, name)
     module = InProcessModule(params, check_mode, diff, no_log_values)
+    if masked is not None:
+        # The same set: what the runner adds while it runs is in it too.
+        module.no_log_values = masked
+        masked.update(no_log_values)
     try:
         if message is not None:
             # As AnsibleModule fails: with the invocation (what -vvv shows), secrets masked, booleans kept.
-            module.fail_json(msg=message)
+            module.fail_json(msg=failure_message(runner, args, message))
         runner.run(module)
     except ModuleExit as done:
         return done.result

@@ -72,6 +72,19 @@ def argument_spec():
     )
 
 
+def explain_invalid(messages):
+    """Every invalid option at once, each naming the role variable too, as the role's own argument validation would:
+    this module always runs on the controller, and the role passes each variable as the option of the same name
+    without the prefix."""
+    explained = []
+    for message in messages:
+        for name in argument_spec():
+            message = message.replace("argument '%s'" % name, "argument '%s' (qhub_prefect_%s)" % (name, name))
+            message = message.replace("value of %s must" % name, "value of %s (qhub_prefect_%s) must" % (name, name))
+        explained.append(message)
+    return "; ".join(explained)
+
+
 def _given(params, *names):
     """The options set to something, as the role passes ``x if x else omit``."""
     return dict((name, params[name]) for name in names if params[name])
@@ -191,7 +204,11 @@ class Steps:
 
     def run(self, step, args):
         key, _title, runner, name = step
-        result = run_in_process(runner, args, self.module.check_mode, self.module._diff, name)
+        masked = set()
+        result = run_in_process(runner, args, self.module.check_mode, self.module._diff, name, masked)
+        # What a step masked (a token in the config, a password in api_url) is masked in this task's result and
+        # invocation too: the task's arguments hold the config and the URL the step was given.
+        self.module.no_log_values.update(masked)
         # The step's arguments are this task's, shown once; its warnings are this task's too.
         result.pop("invocation", None)
         for warning in result.pop("warnings", []):

@@ -15,6 +15,8 @@ Two differences are deliberate and not pinned as equal:
 - AnsibleModule.exit_json adds file attributes (uid, mode, state, ...) when a result's ``path`` or ``dest``
   names an existing file; InProcessModule does not. Only qhub_config_info returns a path, and it always runs on
   the controller (CONTROLLER_ONLY), so no user sees both forms.
+- qhub_deployment, CONTROLLER_ONLY as well, names every invalid option at once on the fast path, each with the
+  role variable it comes from (its explain_invalid), as the role's own argument validation would.
 """
 
 import copy
@@ -35,7 +37,7 @@ from ansible.template import Templar
 
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.in_process import (
-    InProcessModule, ModuleExit, validate,
+    InProcessModule, ModuleExit, failure_message, validate,
 )
 from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import (
     ControllerFirstAction, run_on_controller,
@@ -316,11 +318,16 @@ def test_same_failure(name, args, named, clean_env, launched):
     module, expected = launched(runner, args, name)
     assert module is None and expected["failed"] is True
     assert all(option in expected["msg"] for option in named), expected["msg"]
+    explained = failure_message(runner, copy.deepcopy(args), expected["msg"])
 
     dummy, no_log_values, message = validate(module_spec(runner), copy.deepcopy(args), fqcn(name))
     assert message is not None  # else run_on_controller below would run the module for real
     # The only normalisation: AnsibleModule.fail_json masks secrets in the message, validate() returns it as is.
     assert InProcessModule({}, False, False, no_log_values)._formatted({"msg": message})["msg"] == expected["msg"]
+    if explained != expected["msg"]:
+        # qhub_deployment's explanation: the first message among them, each option with its role variable.
+        assert hasattr(runner, "explain_invalid") and all(option in explained for option in named), explained
+        expected["msg"] = InProcessModule({}, False, False, no_log_values)._formatted({"msg": explained})["msg"]
     assert as_json(run_on_controller(action_for(name, args), runner)) == expected
 
 

@@ -13,11 +13,11 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import (
-    kube_context_info, prefect_agent_config, prefect_project, prefect_work_pool, prefect_worker_status,
+    prefect_agent_config, prefect_project, prefect_work_pool, prefect_worker_status,
     qhub_config_info, qhub_deployment,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.in_process import (
-    InProcessModule, ModuleExit, validate,
+    InProcessModule, ModuleExit, failure_message, validate,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
 
@@ -96,7 +96,8 @@ STEPS = [
 @pytest.mark.parametrize("tasks_file, runner, build", STEPS, ids=[step[0] for step in STEPS])
 def test_each_step_gets_the_arguments_the_roles_task_gives_its_module(given, generation, tasks_file, runner, build,
                                                                       ):
-    registered = settings(generation, path=None if "qhub_prefect_config" in given else given["qhub_prefect_config_file"])
+    path = None if "qhub_prefect_config" in given else given["qhub_prefect_config_file"]
+    registered = settings(generation, path=path)
     variables = role_variables(registered, **given)
     _module, converge_args = role_task_args("converge.yml", variables)
     params = validated(qhub_deployment, converge_args)
@@ -111,21 +112,27 @@ def test_the_role_runs_the_steps_main_yml_runs():
 
 
 class Recorder:
-    """Stands in for run_in_process: records each step's module and returns the result given for it."""
+    """Stands in for run_in_process: records each step's module and returns the result given for it; the check step
+    masks ``mask`` as qhub_config_info masks a token it finds."""
 
-    def __init__(self, results):
+    def __init__(self, results, mask=None):
         self.results = results
+        self.mask = mask
         self.ran = []
 
-    def __call__(self, runner, args, check_mode, diff, name):
+    def __call__(self, runner, args, check_mode, diff, name, masked):
         self.ran.append(name.split(".")[-1])
+        if self.mask and name.endswith("qhub_config_info"):
+            masked.add(self.mask)
         return dict(self.results.get(name.split(".")[-1], {"changed": False}))
 
 
-def converge(monkeypatch, results, check_mode=False, diff=False, **given):
-    recorder = Recorder(results)
+def converge(monkeypatch, results, check_mode=False, diff=False, mask=None, **given):
+    recorder = Recorder(results, mask)
     monkeypatch.setattr(qhub_deployment, "run_in_process", recorder)
     args = dict({"config_file": "/srv/qhub/qhub-config.yml"}, **given)
+    if "config" in given:
+        del args["config_file"]
     params = validated(qhub_deployment, args)
     with pytest.raises(ModuleExit) as done:
         qhub_deployment.run(InProcessModule(params, check_mode, diff, ()))
@@ -182,3 +189,19 @@ def test_diffs_and_warnings_of_the_steps_are_the_tasks(monkeypatch):
     assert result["diff"] == [{"before": "a", "after": "b"}, {"before": "c", "after": "d"}]
     assert result["warnings"] == ["w1"]
     assert "diff" not in result["work_pool"]
+
+
+def test_every_invalid_option_is_named_with_its_role_variable():
+    args = {"config_file": "c.yml", "wait_timeout": "soon", "generation": "prefect9"}
+    said = failure_message(qhub_deployment, args, "first only")
+    assert "argument 'wait_timeout' (qhub_prefect_wait_timeout) is of type str" in said
+    assert "value of generation (qhub_prefect_generation) must be one of" in said
+
+
+def test_what_a_step_masked_is_masked_in_the_tasks_result_and_invocation(monkeypatch):
+    config = {"namespace": "dev", "prefect": {"enabled": True, "token": "tok-5e3c"}}
+    _ran, result = converge(monkeypatch, {"qhub_config_info": settings(path=None), "prefect_agent_config": {
+        "changed": False, "msg": "echoed tok-5e3c"}}, mask="tok-5e3c", config=config)
+    assert "tok-5e3c" not in repr(result)
+    assert result["invocation"]["module_args"]["config"]["prefect"]["token"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    assert result["agent"]["msg"] == "echoed ********"
