@@ -12,9 +12,9 @@ from ansible_collections.qhub.prefect.plugins.filter.fleet_summary import Filter
 CLUSTER = {"changed": False, "server": "https://k:6443", "context": "ctx-a"}
 
 
-def ran(generation="prefect3", enabled=True, namespace="dev", changed=False, cluster=CLUSTER, **steps):
+def ran(generation="prefect3", enabled=True, namespace="dev", changed=False, cluster=None, **steps):
     """What the converge task registered: the module qhub_deployment's result, with the steps' results."""
-    converged = {"changed": changed, "cluster": cluster, "settings": {
+    converged = {"changed": changed, "cluster": cluster or CLUSTER, "settings": {
         "namespace": namespace, "prefect": {"enabled": enabled, "generation": generation}}}
     converged.update(steps)
     return {"qhub_prefect_deployment": converged}

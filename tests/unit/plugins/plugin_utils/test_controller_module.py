@@ -384,8 +384,8 @@ def test_booleans_survive_a_secret_that_spells_them(name, clean_env, launched, c
     result = dict(changed=True, skipped=None, words=["True", "None"])
     expected = exits(capsys, lambda: module.fail_json(msg="it is True", **copy.deepcopy(result)))
     with pytest.raises(ModuleExit) as done:
-        InProcessModule(module.params, False, False, module.no_log_values).fail_json(msg="it is True",
-                                                                                      **copy.deepcopy(result))
+        InProcessModule(module.params, False, False, module.no_log_values).fail_json(
+            msg="it is True", **copy.deepcopy(result))
     assert as_json(done.value.result) == expected
     assert expected["changed"] is True and expected["failed"] is True and expected["skipped"] is None
     assert expected["msg"] == "it is T********"
