@@ -89,17 +89,22 @@ def _refusal(host, variables, environ):
     return _get(variables, "__qhub_fleet_check_failure") or None
 
 
+def _checked(variables):
+    """What the check registered (qhub_deployment with check_only): settings (the config read), cluster."""
+    return _mapping(_get(variables, "qhub_prefect_check"))
+
+
 def _claim(host, variables):
-    settings = _mapping(_get(variables, "qhub_prefect_settings"))
+    settings = _mapping(_checked(variables).get("settings"))
     prefect = _mapping(settings.get("prefect"))
-    return {"host": host, "cluster": _mapping(_get(variables, "__qhub_fleet_cluster")).get("server"),
+    return {"host": host, "cluster": _mapping(_checked(variables).get("cluster")).get("server"),
             "namespace": settings.get("namespace"), "instance": prefect.get("instance"),
             "api_url": prefect.get("api_url"), "work_pool": _get(variables, "qhub_prefect_work_pool", "qhub"),
             "generation": prefect.get("generation"), "enabled": prefect.get("enabled")}
 
 
 def _kind(variables):
-    prefect = _mapping(_mapping(_get(variables, "qhub_prefect_settings")).get("prefect"))
+    prefect = _mapping(_mapping(_checked(variables).get("settings")).get("prefect"))
     if not _enabled(prefect.get("enabled")):
         return "disabled"
     return "prefect1" if prefect.get("generation") == "prefect1" else "prefect3"
@@ -113,7 +118,7 @@ def fleet_plan(hosts, hostvars, environ=None):
     failed hosts whose config is not theirs to read (an inventory error, no config at all).
 
     ``hostvars`` maps each host to its variables: what deploy.yml's check play registered
-    (``qhub_prefect_settings``, ``__qhub_fleet_cluster``, ``__qhub_fleet_check_failure``) and its inventory's
+    (``qhub_prefect_check``, ``__qhub_fleet_check_failure``) and its inventory's
     (``qhub_inventory_error``, ``qhub_config_file`` or ``qhub_config``, ``qhub_prefect_token_env``,
     ``qhub_prefect_api_key``, ``qhub_prefect_work_pool``). ``environ`` is the controller's environment.
     """

@@ -50,15 +50,16 @@ def summary_line(host, variables, refused=None):
     """``<host>: cluster <server> (context <name>), namespace <ns>, <what happened>``.
 
     What happened is what the converge task registered (``qhub_prefect_deployment``, the module qhub_deployment's
-    result); a deployment the checks refused has only what its checks registered. ``refused`` is why the check
+    result); a deployment the checks refused has only what its check registered (``qhub_prefect_check``). ``refused`` is why the check
     refused this deployment (fleet_plan's ``failures``), if it did.
     """
     converged = _mapping(_get(variables, "qhub_prefect_deployment"))
-    cluster = _mapping(converged.get("cluster") or _get(variables, "__qhub_fleet_cluster"))
+    checked = _mapping(_get(variables, "qhub_prefect_check"))
+    cluster = _mapping(converged.get("cluster") or checked.get("cluster"))
     where = str(cluster.get("server") or "?")
     if cluster.get("context"):
         where += " (context %s)" % cluster["context"]
-    settings = _mapping(converged.get("settings") or _get(variables, "qhub_prefect_settings"))
+    settings = _mapping(converged.get("settings") or checked.get("settings"))
     prefect = _mapping(settings.get("prefect"))
     failure = refused or _get(variables, "__qhub_fleet_failure")
     generation = prefect.get("generation") or "?"

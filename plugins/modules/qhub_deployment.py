@@ -110,6 +110,12 @@ options:
   kube_context:
     description: The kubeconfig context; without it E(K8S_AUTH_CONTEXT), then the current context.
     type: str
+  check_only:
+    description:
+      - Only read and check the config and the kubeconfig context, and return them; change nothing.
+      - C(playbooks/deploy.yml) checks every deployment of a fleet this way before any of them writes.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full

@@ -69,6 +69,7 @@ def argument_spec():
         lock_timeout=dict(type="int", default=60),
         kubeconfig=dict(type="path"),
         kube_context=dict(type="str"),
+        check_only=dict(type="bool", default=False),
     )
 
 
@@ -239,6 +240,8 @@ def run(module):
     for step, args in ((CHECK, check_args(params)), (CLUSTER, cluster_args(params))):
         if steps.run(step, args).get("failed"):
             steps.fail(step)
+    if params["check_only"]:
+        steps.exit()
     settings = steps.results["settings"]
     for step, build in steps_after_check(settings):
         if step is WORKER_STATUS and steps.results["agent"].get("workers_online"):

@@ -15,12 +15,14 @@ from ansible_collections.qhub.prefect.plugins.filter.fleet_plan import FilterMod
 
 def checked(namespace, generation="prefect3", enabled=True, instance=None, api_url="http://prefect:4200/api",
             server="https://k:6443", **extra):
-    """A host's variables after the check play: the inventory's, the registered config and kubeconfig context."""
+    """A host's variables after the check play: the inventory's, and what the check registered (qhub_deployment with
+    check_only: the config read and the kubeconfig context)."""
     variables = {"qhub_config_file": "/fleet/%s/qhub-config.yml" % namespace, "qhub_prefect_work_pool": namespace,
-                 "qhub_prefect_settings": {"changed": False, "namespace": namespace, "prefect": {
-                     "enabled": enabled, "generation": generation, "instance": instance or namespace,
-                     "api_url": api_url}},
-                 "__qhub_fleet_cluster": {"changed": False, "server": server, "context": "ctx"}}
+                 "qhub_prefect_check": {"changed": False, "settings": {
+                     "changed": False, "namespace": namespace, "prefect": {
+                         "enabled": enabled, "generation": generation, "instance": instance or namespace,
+                         "api_url": api_url}},
+                     "cluster": {"changed": False, "server": server, "context": "ctx"}}}
     variables.update(extra)
     return variables
 

@@ -22,8 +22,8 @@ def ran(generation="prefect3", enabled=True, namespace="dev", changed=False, clu
 
 def checked(generation="prefect3", namespace="dev", **variables):
     """What the check play alone registered, for a deployment refused after it."""
-    variables.update(__qhub_fleet_cluster=CLUSTER, qhub_prefect_settings={
-        "namespace": namespace, "prefect": {"enabled": True, "generation": generation}})
+    variables["qhub_prefect_check"] = {"changed": False, "cluster": CLUSTER, "settings": {
+        "namespace": namespace, "prefect": {"enabled": True, "generation": generation}}}
     return variables
 
 

@@ -205,3 +205,11 @@ def test_what_a_step_masked_is_masked_in_the_tasks_result_and_invocation(monkeyp
     assert "tok-5e3c" not in repr(result)
     assert result["invocation"]["module_args"]["config"]["prefect"]["token"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
     assert result["agent"]["msg"] == "echoed ********"
+
+
+def test_check_only_reads_the_config_and_the_context_and_stops_there(monkeypatch):
+    ran, result = converge(monkeypatch, {"qhub_config_info": settings(), "kube_context_info": {
+        "changed": False, "server": "https://k:6443"}}, check_only=True)
+    assert ran == ["qhub_config_info", "kube_context_info"]
+    assert result["changed"] is False and result["cluster"]["server"] == "https://k:6443"
+    assert set(result) >= {"settings", "cluster"} and not set(result) & {"work_pool", "agent", "removal"}
