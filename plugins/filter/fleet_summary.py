@@ -50,8 +50,8 @@ def summary_line(host, variables, refused=None):
     """``<host>: cluster <server> (context <name>), namespace <ns>, <what happened>``.
 
     What happened is what the converge task registered (``qhub_prefect_deployment``, the module qhub_deployment's
-    result); a deployment the checks refused has only what its check registered (``qhub_prefect_check``). ``refused`` is why the check
-    refused this deployment (fleet_plan's ``failures``), if it did.
+    result); a deployment the checks refused has only what its check registered (``qhub_prefect_check``).
+    ``refused`` is why the check refused this deployment (fleet_plan's ``failures``), if it did.
     """
     converged = _mapping(_get(variables, "qhub_prefect_deployment"))
     checked = _mapping(_get(variables, "qhub_prefect_check"))
