@@ -213,3 +213,11 @@ def test_check_only_reads_the_config_and_the_context_and_stops_there(monkeypatch
     assert ran == ["qhub_config_info", "kube_context_info"]
     assert result["changed"] is False and result["cluster"]["server"] == "https://k:6443"
     assert set(result) >= {"settings", "cluster"} and not set(result) & {"work_pool", "agent", "removal"}
+
+
+@pytest.mark.parametrize("given", GIVEN, ids=["defaults", "every-variable", "config-mapping"])
+def test_the_fleet_check_passes_what_the_converge_passes_and_only_checks(given):
+    variables = role_variables(settings(), **given)
+    _module, converge_args = role_task_args("converge.yml", variables)
+    _module, check_args = role_task_args("fleet_check.yml", variables)
+    assert check_args == dict(converge_args, check_only=True)
