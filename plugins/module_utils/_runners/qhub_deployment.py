@@ -5,7 +5,7 @@
 
 Each step is a module of this collection run in this process (in_process.py) with the arguments the role's tasks
 file of that step gives it (roles/prefect_agent/tasks/*.yml), so a step does here exactly what its task does there:
-tests/unit/plugins/module_utils/_runners/test_qhub_deployment.py holds the two equal. What one task saves is
+tests/unit/collection/test_role_steps_in_one_task.py holds the two equal. What one task saves is
 Ansible's cost of a task (a fork, templating, a result), paid once instead of up to five times per deployment.
 """
 
