@@ -219,13 +219,17 @@ class Steps:
 
     def fail(self, step):
         key, title = step[0], step[1]
+        # What the failure shows: the failed step's result, and where (the settings and the cluster, which the
+        # fleet's summary line reads), not every step's (a work pool's whole base job template).
+        shown = ("settings", "cluster", key)
         self.module.fail_json(msg="%s: %s" % (title, self.results[key].get("msg", "failed")),
-                              **self._outcome())
+                              **self._outcome(shown))
 
-    def _outcome(self):
-        outcome = dict(self.results)
-        outcome["changed"] = any(result.get("changed") is True for result in self.results.values())
+    def _outcome(self, keys=None):
+        # Every step's diff, shown or not: what changed before a failure is still what changed.
         diffs = [result.pop("diff") for result in self.results.values() if result.get("diff")]
+        outcome = dict((key, result) for key, result in self.results.items() if keys is None or key in keys)
+        outcome["changed"] = any(result.get("changed") is True for result in self.results.values())
         if diffs:
             outcome["diff"] = [diff for item in diffs for diff in (item if isinstance(item, list) else [item])]
         return outcome

@@ -131,3 +131,12 @@ def test_check_only_reads_the_config_and_the_context_and_stops_there(monkeypatch
     assert ran == ["qhub_config_info", "kube_context_info"]
     assert result["changed"] is False and result["cluster"]["server"] == "https://k:6443"
     assert set(result) >= {"settings", "cluster"} and not set(result) & {"work_pool", "agent", "removal"}
+
+
+def test_a_failure_shows_the_failed_step_and_where_not_every_steps_result(monkeypatch):
+    _ran, result = converge(monkeypatch, {
+        "qhub_config_info": settings(), "kube_context_info": {"changed": False, "server": "https://k:6443"},
+        "prefect_work_pool": {"changed": True, "diff": {"before": "a", "after": "b"}, "work_pool": {"big": "x"}},
+        "prefect_agent_config": {"failed": True, "msg": "cannot reach the Kubernetes API server"}}, diff=True)
+    assert set(result) - {"invocation", "msg", "failed", "changed", "diff"} == {"settings", "cluster", "agent"}
+    assert result["changed"] is True and result["diff"] == [{"before": "a", "after": "b"}]
