@@ -59,39 +59,38 @@ class InProcessModule:
         return result
 
 
+def _checked(spec, args, name):
+    """(validated params, no_log values, AnsibleModule's error message or None, every error message)."""
+    validator = ArgumentSpecValidator(spec["argument_spec"], mutually_exclusive=spec["mutually_exclusive"],
+                                      required_one_of=spec["required_one_of"])
+    validation = validator.validate(args)
+    message = None
+    if validation.error_messages:
+        message = validation.errors.msg
+        if isinstance(validation.errors[0], UnsupportedError):
+            message = "Unsupported parameters for (%s) module: %s" % (name, message)
+    return validation.validated_parameters, validation._no_log_values, message, list(validation.error_messages)
+
+
 def validate(spec, args, name):
     """(validated params, no_log values, error message or None) as AnsibleModule would find them.
 
     ``spec`` is module_spec(runner). tests/unit/plugins/plugin_utils/test_controller_module.py pins this against
     AnsibleModule itself: the no_log values come from a private attribute of ansible-core's validation result.
     """
-    validator = ArgumentSpecValidator(spec["argument_spec"], mutually_exclusive=spec["mutually_exclusive"],
-                                      required_one_of=spec["required_one_of"])
-    validation = validator.validate(args)
-    no_log_values = validation._no_log_values
-    message = None
-    if validation.error_messages:
-        message = validation.errors.msg
-        if isinstance(validation.errors[0], UnsupportedError):
-            message = "Unsupported parameters for (%s) module: %s" % (name, message)
-    return validation.validated_parameters, no_log_values, message
+    return _checked(spec, args, name)[:3]
 
 
-def invalid_messages(spec, args):
-    """Every message validation has for ``args`` (AnsibleModule fails with the first alone)."""
-    validator = ArgumentSpecValidator(spec["argument_spec"], mutually_exclusive=spec["mutually_exclusive"],
-                                      required_one_of=spec["required_one_of"])
-    return list(validator.validate(args).error_messages)
+def _explained(runner, message, messages):
+    # A runner that always runs here (CONTROLLER_ONLY) may explain every invalid option at once
+    # (``explain_invalid``: qhub_deployment names the role variable of each).
+    explain = getattr(runner, "explain_invalid", None)
+    return explain(messages) if explain else message
 
 
 def failure_message(runner, args, message):
-    """The message a task with invalid ``args`` fails with here: AnsibleModule's, or the runner's explanation.
-
-    A runner that always runs here (CONTROLLER_ONLY) may explain every invalid option at once
-    (``explain_invalid``: qhub_deployment names the role variable of each).
-    """
-    explain = getattr(runner, "explain_invalid", None)
-    return explain(invalid_messages(module_spec(runner), args)) if explain else message
+    """The message a task with invalid ``args`` fails with here: AnsibleModule's, or the runner's explanation."""
+    return _explained(runner, message, _checked(module_spec(runner), args, "")[3])
 
 
 def run_in_process(runner, args, check_mode, diff, name, masked=None):
@@ -99,7 +98,7 @@ def run_in_process(runner, args, check_mode, diff, name, masked=None):
 
     ``masked``, a set, receives every value the runner masked, for a caller whose own result holds what it returned.
     """
-    params, no_log_values, message = validate(module_spec(runner), args, name)
+    params, no_log_values, message, messages = _checked(module_spec(runner), args, name)
     module = InProcessModule(params, check_mode, diff, no_log_values)
     if masked is not None:
         # The same set: what the runner adds while it runs is in it too.
@@ -108,7 +107,7 @@ def run_in_process(runner, args, check_mode, diff, name, masked=None):
     try:
         if message is not None:
             # As AnsibleModule fails: with the invocation (what -vvv shows), secrets masked, booleans kept.
-            module.fail_json(msg=failure_message(runner, args, message))
+            module.fail_json(msg=_explained(runner, message, messages))
         runner.run(module)
     except ModuleExit as done:
         return done.result
