@@ -1,0 +1,47 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, qhub.prefect contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""This collection's module_utils, imported in the controller with Python's bytecode cache.
+
+ansible-core's collection loader compiles a collection's Python from its source on every import, and neither
+reads nor writes ``__pycache__``: for the module_utils our action plugins run in the controller that is about
+70 ms of every ``ansible-playbook`` run, more than a no-op converge spends on the network. Importing this module
+first puts a finder ahead of the collection loader for those modules alone: each is found where the collection
+loader would find it (the parent package's path, which the collection loader resolved) and loaded by Python's own
+source loader, which uses ``__pycache__`` (written when it can be, as for any Python package; an installed
+collection can be compiled ahead with ``python -m compileall``, as the execution environment's build does).
+Modules run by AnsiballZ on a target are not imported this way and are unchanged.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import importlib.machinery
+import sys
+
+_MODULE_UTILS = "ansible_collections.qhub.prefect.plugins.module_utils."
+_PYTHON_SOURCE = (importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES)
+
+
+class ModuleUtilsBytecodeFinder:
+    """A meta path finder for this collection's module_utils below their package, with Python's source loader."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        if path is None or not fullname.startswith(_MODULE_UTILS):
+            return None
+        for entry in path:
+            # FileFinder directly: a finder from sys.path_hooks would be the collection loader's own again.
+            spec = importlib.machinery.FileFinder(entry, _PYTHON_SOURCE).find_spec(fullname, target)
+            if spec is not None:
+                return spec
+        return None
+
+    @staticmethod
+    def invalidate_caches():
+        pass
+
+
+if ModuleUtilsBytecodeFinder not in sys.meta_path:
+    sys.meta_path.insert(0, ModuleUtilsBytecodeFinder)

@@ -1,0 +1,77 @@
+"""The action plugins import this collection's module_utils with Python's bytecode cache (plugin_utils/_bytecode_cache).
+
+ansible-core's collection loader compiles a collection's Python from source on every import; a run of deploy.yml
+would pay that for every module_utils module its action plugins import. Checked in a fresh interpreter with the
+collection loader installed as ansible-playbook installs it, on a copy of the collection with no bytecode yet.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+
+IMPORT_AS_ANSIBLE_DOES = """
+import importlib, json, sys
+from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+_AnsibleCollectionFinder(paths=[sys.argv[1]])._install()
+importlib.import_module("ansible_collections.qhub.prefect.plugins.action.qhub_deployment")
+print(json.dumps(dict(
+    (name, [type(module.__spec__.loader).__name__, getattr(module, "__cached__", None), module.__file__])
+    for name, module in sys.modules.items() if name.startswith("ansible_collections.qhub.prefect.plugins."))))
+"""
+
+
+def imported(root):
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    out = subprocess.run([sys.executable, "-c", IMPORT_AS_ANSIBLE_DOES, str(root)], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def collection_copy(tmp_path):
+    root = tmp_path / "collections"
+    target = root / "ansible_collections" / "qhub" / "prefect"
+    for part in ("plugins", "meta", "galaxy.yml"):
+        copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy
+        copy(REPO / part, target / part, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                            if (REPO / part).is_dir() else {}))
+    return root, target
+
+
+def test_module_utils_are_loaded_by_pythons_source_loader_and_leave_bytecode(tmp_path):
+    root, target = collection_copy(tmp_path)
+    modules = imported(root)
+    below_module_utils = dict((name, seen) for name, seen in modules.items()
+                              if name.startswith("ansible_collections.qhub.prefect.plugins.module_utils."))
+    assert "ansible_collections.qhub.prefect.plugins.module_utils._runners.qhub_deployment" in below_module_utils
+    assert "ansible_collections.qhub.prefect.plugins.module_utils._kube.client" in below_module_utils
+    for name, (loader, cached, source) in below_module_utils.items():
+        assert loader == "SourceFileLoader", name
+        # Found where the collection loader finds it: in the collection the loader resolved, not elsewhere.
+        assert pathlib.Path(source).is_relative_to(target), name
+        assert pathlib.Path(cached).is_file(), name
+
+
+def test_a_second_run_reads_the_bytecode_and_sees_an_edited_source(tmp_path):
+    root, target = collection_copy(tmp_path)
+    imported(root)
+    names = target / "plugins" / "module_utils" / "_qhub" / "names.py"
+    names.write_text(names.read_text() + "\nEDITED_AFTER_THE_FIRST_RUN = True\n")
+    script = IMPORT_AS_ANSIBLE_DOES.replace(
+        "print(", "import ansible_collections.qhub.prefect.plugins.module_utils._qhub.names as n\n"
+                  "assert n.EDITED_AFTER_THE_FIRST_RUN\nprint(")
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-c", script, str(root)], env=env, check=True, capture_output=True, text=True)
+
+
+def test_the_package_itself_and_other_plugins_keep_the_collection_loader(tmp_path):
+    root, _ = collection_copy(tmp_path)
+    modules = imported(root)
+    assert modules["ansible_collections.qhub.prefect.plugins.module_utils"][0] != "SourceFileLoader"
+    assert modules["ansible_collections.qhub.prefect.plugins.action.qhub_deployment"][0] != "SourceFileLoader"
