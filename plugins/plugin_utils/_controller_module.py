@@ -77,8 +77,7 @@ class ControllerFirstAction(ActionBase):
     """An action plugin that runs its module's runner in-process on the controller, and launches the module elsewhere.
 
     Subclasses set ``runner``, the module's file in module_utils/_runners. A runner with ``CONTROLLER_ONLY``
-    (it reads controller files) always runs here; one with ``HAS_REQUIREMENTS`` false (the controller
-    lacks its Python dependencies) always launches the module.
+    (it reads controller files) always runs here.
     """
 
     _supports_check_mode = True
@@ -87,8 +86,7 @@ class ControllerFirstAction(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super(ControllerFirstAction, self).run(tmp, task_vars)
-        here = getattr(self.runner, "HAS_REQUIREMENTS", True) and runs_on_controller(self)
-        if getattr(self.runner, "CONTROLLER_ONLY", False) or here:
+        if getattr(self.runner, "CONTROLLER_ONLY", False) or runs_on_controller(self):
             result.update(run_on_controller(self, self.runner))
         else:
             result.update(self._execute_module(task_vars=task_vars, wrap_async=self._task.async_val))

@@ -1,33 +1,35 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, qhub.prefect contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Authenticated JSON requests to one Kubernetes API server, over urllib3.
+"""Authenticated JSON requests to one Kubernetes API server, over the standard library's http.client.
 
 Requests go to fixed API paths. That skips API discovery, which costs kubernetes.core about 2 s a
 task, and keeps us independent of the client's generated API, which changed shape between client
 versions. Credentials come from kubeconfig.py; the kubernetes client is imported only for kubeconfigs
-that need it (exec plugins, auth providers).
+that need it (exec plugins, auth providers). http.client rather than urllib3: what this client needs of a
+connection pool (keep-alive, a few connections for the run lock's renewal thread, a proxy tunnel) is a few lines,
+and urllib3's import was a fifth of a no-op run's import time.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import http.client
 import json
+import select
 import ssl
-
-try:
-    import urllib3
-    HAS_URLLIB3 = True
-    URLLIB3_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - reported by the module with missing_required_lib
-    HAS_URLLIB3 = False
-    URLLIB3_IMPORT_ERROR = exc
+import threading
+from urllib.parse import urlsplit
 
 from ansible_collections.qhub.prefect.plugins.module_utils._common.errors import QhubPrefectError
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.kubeconfig import (
-    KubeCredentials, KubeconfigError, select, static_credentials,
+    KubeCredentials, KubeconfigError, select as select_target, static_credentials,
 )
+
+CONNECT_TIMEOUT = 10
+# Idle connections kept: the run and the run lock's renewal thread each hold one at most.
+IDLE_CONNECTIONS = 4
 
 
 class KubeError(QhubPrefectError):
@@ -56,18 +58,7 @@ class KubeClient:
         self.credentials = credentials
         self.host = credentials.host.rstrip("/")
         self.requests = 0
-        pool_args = {"maxsize": 4, "timeout": urllib3.Timeout(connect=10, read=timeout), "retries": False}
-        if self.host.startswith("https:"):
-            try:
-                pool_args["ssl_context"] = credentials.ssl_context()
-            except (ssl.SSLError, IOError, OSError) as exc:
-                raise KubeError("cannot set up TLS for %s (CA or client certificate): %s" % (self.host, exc))
-            if not credentials.verify:
-                pool_args["cert_reqs"] = "CERT_NONE"
-        if credentials.proxy:
-            self.pool = urllib3.ProxyManager(credentials.proxy, **pool_args)
-        else:
-            self.pool = urllib3.PoolManager(**pool_args)
+        self._connections = _Connections(self.host, credentials, timeout)
 
     def request(self, method, path, query=None, body=None, content_type="application/json", accept="application/json"):
         """(status, decoded JSON or None); raises KubeError for transport errors and HTTP >= 400."""
@@ -77,26 +68,22 @@ class KubeClient:
         if body is not None:
             headers["Content-Type"] = content_type
             payload = json.dumps(body).encode("utf-8")
-        url = self.host + path
         if query:
-            url += "?" + "&".join("%s=%s" % (key, value) for key, value in query)
+            path += "?" + "&".join("%s=%s" % (key, value) for key, value in query)
         self.requests += 1
-        try:
-            response = self.pool.request(method, url, body=payload, headers=headers)
-        except urllib3.exceptions.HTTPError as exc:
-            raise KubeError("cannot reach the Kubernetes API server at %s: %s" % (self.host, exc))
+        status, raw = self._connections.exchange(method, path, payload, headers)
         data = None
-        if not accept.startswith("application/json") and response.status < 400:
-            return response.status, response.data.decode("utf-8", "replace")
-        if response.data:
+        if not accept.startswith("application/json") and status < 400:
+            return status, raw.decode("utf-8", "replace")
+        if raw:
             try:
-                data = json.loads(response.data.decode("utf-8"))
+                data = json.loads(raw.decode("utf-8"))
             except ValueError:
-                data = {"message": response.data.decode("utf-8", "replace")[:500]}
-        if response.status >= 400:
-            message = (data or {}).get("message") or "HTTP %d" % response.status
-            raise KubeError(message, status=response.status, body=data)
-        return response.status, data
+                data = {"message": raw.decode("utf-8", "replace")[:500]}
+        if status >= 400:
+            message = (data or {}).get("message") or "HTTP %d" % status
+            raise KubeError(message, status=status, body=data)
+        return status, data
 
     def text(self, path, query=None):
         """A plain-text resource (a pod's log) as a string."""
@@ -115,7 +102,7 @@ class KubeClient:
 def _credentials(kubeconfig, context, host, token):
     """Credentials of the target kubeconfig.py selects: the one the fleet check (kube_context_info) reports."""
     try:
-        target = select(kubeconfig, context, host, token)
+        target = select_target(kubeconfig, context, host, token)
         return static_credentials(target) or _client_credentials(target)
     except KubeconfigError as exc:
         raise KubeError(str(exc))
@@ -146,3 +133,93 @@ def _client_credentials(target):
     return KubeCredentials(configuration.host, authorization=authorization, ca_file=configuration.ssl_ca_cert,
                            cert_file=configuration.cert_file, key_file=configuration.key_file,
                            verify=configuration.verify_ssl, proxy=configuration.proxy)
+
+
+class _Connections:
+    """Keep-alive connections to one API server (directly, or through the kubeconfig's proxy), safe across threads."""
+
+    def __init__(self, host, credentials, read_timeout):
+        url = urlsplit(host)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise KubeError("the Kubernetes API server's address %r is not an http(s) URL" % host)
+        self.host = host
+        self.https = url.scheme == "https"
+        self.address = (url.hostname, url.port or (443 if self.https else 80))
+        self.base_path = url.path.rstrip("/")
+        self.read_timeout = read_timeout
+        self.context = None
+        if self.https:
+            try:
+                self.context = credentials.ssl_context()
+            except (ssl.SSLError, IOError, OSError) as exc:
+                raise KubeError("cannot set up TLS for %s (CA or client certificate): %s" % (host, exc))
+        self.proxy = None
+        if credentials.proxy:
+            proxy = urlsplit(credentials.proxy)
+            if proxy.scheme != "http" or not proxy.hostname:
+                raise KubeError("the kubeconfig's proxy-url %r is not supported: an http:// proxy is"
+                                % credentials.proxy)
+            self.proxy = (proxy.hostname, proxy.port or 80)
+        self._idle = []
+        self._mutex = threading.Lock()
+
+    def exchange(self, method, path, payload, headers):
+        """(status, body bytes) of one request; a transport failure is a KubeError naming the server."""
+        connection = self._take()
+        target = self.base_path + path
+        if self.proxy and not self.https:
+            # A plain-HTTP request through a proxy names the whole URL; HTTPS goes through a CONNECT tunnel.
+            target = self.host + path
+        try:
+            connection.request(method, target, body=payload, headers=headers)
+            if connection.sock is not None:
+                connection.sock.settimeout(self.read_timeout)
+            response = connection.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            reason = str(exc) or type(exc).__name__
+            raise KubeError("cannot reach the Kubernetes API server at %s: %s" % (self.host, reason))
+        if response.will_close:
+            connection.close()
+        else:
+            self._give_back(connection)
+        return response.status, raw
+
+    def _take(self):
+        with self._mutex:
+            while self._idle:
+                connection = self._idle.pop()
+                if not _dropped(connection):
+                    return connection
+                connection.close()
+        return self._new()
+
+    def _give_back(self, connection):
+        with self._mutex:
+            if len(self._idle) < IDLE_CONNECTIONS:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def _new(self):
+        host, port = self.proxy or self.address
+        if self.https:
+            connection = http.client.HTTPSConnection(host, port, timeout=CONNECT_TIMEOUT, context=self.context)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
+        if self.proxy and self.https:
+            connection.set_tunnel(*self.address)
+        return connection
+
+
+def _dropped(connection):
+    """Whether an idle keep-alive connection was closed by the server (readable while idle: EOF, or garbage)."""
+    if connection.sock is None:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(connection.sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True

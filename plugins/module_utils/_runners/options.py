@@ -12,11 +12,9 @@ __metaclass__ = type
 
 import os
 
-from ansible.module_utils.basic import env_fallback, missing_required_lib
+from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import (
-    HAS_URLLIB3, KubeClient, KubeError, URLLIB3_IMPORT_ERROR,
-)
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeClient, KubeError
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials import (
     candidate_secrets, resolve as resolve_credentials,
 )
@@ -54,9 +52,6 @@ def kube_auth_argument_spec():
 
 
 def kube_client(module):
-    if not HAS_URLLIB3:
-        # urllib3 comes with the kubernetes client, the collection's documented requirement.
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(URLLIB3_IMPORT_ERROR))
     params = module.params
     try:
         return KubeClient(kubeconfig=params["kubeconfig"], context=params["context"], host=params["host"],

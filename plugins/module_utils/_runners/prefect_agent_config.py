@@ -15,7 +15,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._qhub.credentials imp
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.apply import (
     Applier, OWNER_LABEL, describe, object_path,
 )
-from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import HAS_URLLIB3, KubeError
+from ansible_collections.qhub.prefect.plugins.module_utils._kube.client import KubeError
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.lock import (
     LockError, RunLock, holder_identity, lease_name,
 )
@@ -47,9 +47,6 @@ from ansible_collections.qhub.prefect.plugins.module_utils._runners.agent_cluste
     disruption_budget_api, left_in_place, live_values, namespace_exists, owned_objects, read_live,
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._kube.rollout import wait_for_rollout
-
-# urllib3 comes with the kubernetes client; a controller without it launches the module instead.
-HAS_REQUIREMENTS = HAS_URLLIB3
 
 
 def _yaml_dump(value):
