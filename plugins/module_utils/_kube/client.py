@@ -30,6 +30,8 @@ from ansible_collections.qhub.prefect.plugins.module_utils._kube.kubeconfig impo
 CONNECT_TIMEOUT = 10
 # Idle connections kept: the run and the run lock's renewal thread each hold one at most.
 IDLE_CONNECTIONS = 4
+# Requests that may be sent again when a kept-alive connection turns out closed (apply is a PATCH).
+IDEMPOTENT_METHODS = frozenset(("GET", "HEAD", "PUT", "PATCH", "DELETE"))
 
 
 class KubeError(QhubPrefectError):
@@ -165,35 +167,54 @@ class _Connections:
 
     def exchange(self, method, path, payload, headers):
         """(status, body bytes) of one request; a transport failure is a KubeError naming the server."""
-        connection = self._take()
         target = self.base_path + path
         if self.proxy and not self.https:
             # A plain-HTTP request through a proxy names the whole URL; HTTPS goes through a CONNECT tunnel.
             target = self.host + path
+        connection, reused = self._take()
+        try:
+            return self._exchange_on(connection, method, target, payload, headers)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+            # A kept-alive connection the server closed as it was taken (its idle timeout): the request never
+            # reached it. Sent again on a new connection when sending it twice cannot do twice what it asks.
+            if not (reused and method in IDEMPOTENT_METHODS):
+                raise self._unreachable(exc)
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc)
+        try:
+            return self._exchange_on(self._new(), method, target, payload, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc)
+
+    def _exchange_on(self, connection, method, target, payload, headers):
         try:
             connection.request(method, target, body=payload, headers=headers)
             if connection.sock is not None:
                 connection.sock.settimeout(self.read_timeout)
             response = connection.getresponse()
             raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
+        except BaseException:
             connection.close()
-            reason = str(exc) or type(exc).__name__
-            raise KubeError("cannot reach the Kubernetes API server at %s: %s" % (self.host, reason))
+            raise
         if response.will_close:
             connection.close()
         else:
             self._give_back(connection)
         return response.status, raw
 
+    def _unreachable(self, exc):
+        reason = str(exc) or type(exc).__name__
+        return KubeError("cannot reach the Kubernetes API server at %s: %s" % (self.host, reason))
+
     def _take(self):
+        """(a connection, whether it served a request before)."""
         with self._mutex:
             while self._idle:
                 connection = self._idle.pop()
                 if not _dropped(connection):
-                    return connection
+                    return connection, True
                 connection.close()
-        return self._new()
+        return self._new(), False
 
     def _give_back(self, connection):
         with self._mutex:

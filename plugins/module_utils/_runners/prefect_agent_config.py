@@ -313,6 +313,10 @@ def argument_spec():
 MUTUALLY_EXCLUSIVE = [("qhub_config", "secret_env")]
 
 
+def _nothing_to_wait_for():
+    pass
+
+
 def _take_lock(module, spec, applier):
     """(the run lock of this QHub deployment, held, or None; whether the namespace exists).
 
@@ -372,6 +376,9 @@ def run(module):
         # Read-only, before anything is written: a refusal leaves the cluster as it was.
         this_run.check_elsewhere()
         settled = _settled_plan(module, spec, this_run)
+        # Up to here only reads. qhub_deployment runs its work pool step meanwhile and holds the writes below
+        # until it has ended (the stand-in module's before_writing; AnsibleModule has none: nothing to wait for).
+        getattr(module, "before_writing", _nothing_to_wait_for)()
         if settled is not None:
             # Nothing to write, and no other run under way: a no-op writes nothing, not even a lock.
             this_run.present(settled)

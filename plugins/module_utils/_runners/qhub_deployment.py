@@ -7,6 +7,10 @@ Each step is a module of this collection run in this process (in_process.py) wit
 file of that step gives it (roles/prefect_agent/tasks/*.yml), so a step does here exactly what its task does there:
 tests/unit/collection/test_role_steps_in_one_task.py holds the two equal. What one task saves is
 Ansible's cost of a task (a fork, templating, a result), paid once instead of up to five times per deployment.
+
+One thing differs from the role's order, and only in time: the step before the agent's (the work pool, or the
+Prefect 1 project) runs beside the agent step's reads, the Prefect API and the API server answering at once; the
+agent step writes nothing until that step has ended, and nothing at all if it failed.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -14,6 +18,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import threading
 
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.names import default_object_name
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import (
@@ -196,6 +201,11 @@ def steps_after_check(settings):
     return [(WORK_POOL, work_pool_args), (AGENT, agent_args), (WORKER_STATUS, worker_status_args)]
 
 
+class _EarlierStepFailed(Exception):
+    """Ends the agent step at its first write when the step before it failed (not a QhubPrefectError: no runner
+    reports it)."""
+
+
 class Steps:
     """The results of the steps run so far, and what the task returns from them."""
 
@@ -204,9 +214,18 @@ class Steps:
         self.results = {}
 
     def run(self, step, args):
-        key, _title, runner, name = step
+        return self.record(step, *self.execute(step, args))
+
+    def execute(self, step, args, before_writing=None):
+        """(result, masked) of one step; touches nothing shared, so that a step may run in a thread."""
+        _key, _title, runner, name = step
         masked = set()
-        result = run_in_process(runner, args, self.module.check_mode, self.module._diff, name, masked)
+        result = run_in_process(runner, args, self.module.check_mode, self.module._diff, name, masked,
+                                before_writing=before_writing)
+        return result, masked
+
+    def record(self, step, result, masked):
+        key = step[0]
         # What a step masked (a token in the config, a password in api_url) is masked in this task's result and
         # invocation too: the task's arguments hold the config and the URL the step was given.
         self.module.no_log_values.update(masked)
@@ -216,6 +235,42 @@ class Steps:
             self.module.warn(warning)
         self.results[key] = result
         return result
+
+    def run_before_agent(self, first, agent):
+        """Two steps, each (step, args): the first beside the agent step's reads, then recorded as run() records them.
+
+        The agent step waits for the first before its first write (its runner calls ``before_writing``). A first
+        step that failed ends the agent step there, having only read, and the task fails with the first's result,
+        as it would have before the agent step began.
+        """
+        done = {}
+
+        def first_step():
+            try:
+                done["outcome"] = self.execute(*first)
+            except BaseException as exc:  # re-raised below, in the task's thread
+                done["error"] = exc
+
+        thread = threading.Thread(target=first_step, name="qhub-prefect %s" % first[0][0])
+        thread.start()
+
+        def first_has_ended():
+            thread.join()
+            if "error" in done or done["outcome"][0].get("failed"):
+                raise _EarlierStepFailed()
+
+        try:
+            agent_outcome = self.execute(*agent, before_writing=first_has_ended)
+        except _EarlierStepFailed:
+            agent_outcome = None
+        finally:
+            thread.join()
+        if "error" in done:
+            raise done["error"]
+        if self.record(first[0], *done["outcome"]).get("failed"):
+            self.fail(first[0])
+        if self.record(agent[0], *agent_outcome).get("failed"):
+            self.fail(agent[0])
 
     def fail(self, step):
         key, title = step[0], step[1]
@@ -247,7 +302,12 @@ def run(module):
     if params["check_only"]:
         steps.exit()
     settings = steps.results["settings"]
-    for step, build in steps_after_check(settings):
+    after_check = steps_after_check(settings)
+    if len(after_check) > 1 and after_check[1][0] is AGENT:
+        (first, build_first), (agent, build_agent) = after_check[:2]
+        steps.run_before_agent((first, build_first(params, settings)), (agent, build_agent(params, settings)))
+        after_check = after_check[2:]
+    for step, build in after_check:
         if step is WORKER_STATUS and steps.results["agent"].get("workers_online"):
             # The apply waited until a worker was ONLINE: that is the status (tasks/worker_status.yml's condition).
             continue

@@ -3,6 +3,9 @@
 tests/unit/collection/test_role_steps_in_one_task.py holds each step's arguments equal to the role's tasks files.
 """
 
+import threading
+import time
+
 import pytest
 
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import qhub_deployment
@@ -31,22 +34,31 @@ def validated(runner, args):
 
 class Recorder:
     """Stands in for run_in_process: records each step's module and returns the result given for it; the check step
-    masks ``mask`` as qhub_config_info masks a token it finds."""
+    masks ``mask`` as qhub_config_info masks a token it finds. A step given ``before_writing`` (the agent's) calls it
+    between its reads and its writes, as prefect_agent_config does, and is recorded in ``wrote`` once past it."""
 
     def __init__(self, results, mask=None):
         self.results = results
         self.mask = mask
         self.ran = []
+        self.wrote = []
 
-    def __call__(self, runner, args, check_mode, diff, name, masked):
-        self.ran.append(name.split(".")[-1])
+    def __call__(self, runner, args, check_mode, diff, name, masked, before_writing=None):
+        step = name.split(".")[-1]
+        self.ran.append(step)
         if self.mask and name.endswith("qhub_config_info"):
             masked.add(self.mask)
-        return dict(self.results.get(name.split(".")[-1], {"changed": False}))
+        self.reads(step)
+        if before_writing is not None:
+            before_writing()
+        self.wrote.append(step)
+        return dict(self.results.get(step, {"changed": False}))
+
+    def reads(self, step):
+        pass
 
 
-def converge(monkeypatch, results, check_mode=False, diff=False, mask=None, **given):
-    recorder = Recorder(results, mask)
+def converge_with(monkeypatch, recorder, check_mode=False, diff=False, **given):
     monkeypatch.setattr(qhub_deployment, "run_in_process", recorder)
     args = dict({"config_file": "/srv/qhub/qhub-config.yml"}, **given)
     if "config" in given:
@@ -54,7 +66,13 @@ def converge(monkeypatch, results, check_mode=False, diff=False, mask=None, **gi
     params = validated(qhub_deployment, args)
     with pytest.raises(ModuleExit) as done:
         qhub_deployment.run(InProcessModule(params, check_mode, diff, ()))
-    return recorder.ran, done.value.result
+    return done.value.result
+
+
+def converge(monkeypatch, results, check_mode=False, diff=False, mask=None, **given):
+    recorder = Recorder(results, mask)
+    result = converge_with(monkeypatch, recorder, check_mode, diff, **given)
+    return recorder.ran, result
 
 
 @pytest.mark.parametrize("registered, steps", [
@@ -64,8 +82,12 @@ def converge(monkeypatch, results, check_mode=False, diff=False, mask=None, **gi
     (settings(enabled=False), ["qhub_config_info", "kube_context_info", "prefect_agent_config"]),
 ])
 def test_the_steps_of_each_kind_of_deployment(monkeypatch, registered, steps):
-    ran, result = converge(monkeypatch, {"qhub_config_info": registered})
-    assert ran == steps
+    recorder = Recorder({"qhub_config_info": registered})
+    result = converge_with(monkeypatch, recorder)
+    # Begun in the role's order but for the step before the agent's, which runs beside the agent's reads; past
+    # their reads, in the role's order.
+    assert sorted(recorder.ran) == sorted(steps)
+    assert recorder.wrote == steps
     assert result["changed"] is False and "failed" not in result
     assert result["settings"] == registered
     assert ("removal" in result) is (not registered["prefect"]["enabled"])
@@ -79,9 +101,13 @@ def test_a_worker_the_apply_waited_for_is_not_asked_about_again(monkeypatch):
 
 
 def test_a_failed_step_ends_the_task_with_its_name_and_nothing_after_it_runs(monkeypatch):
-    ran, result = converge(monkeypatch, {"qhub_config_info": settings(), "prefect_work_pool": {
+    recorder = Recorder({"qhub_config_info": settings(), "prefect_work_pool": {
         "failed": True, "msg": "the Prefect API at http://p/api could not be reached"}})
-    assert ran[-1] == "prefect_work_pool"
+    result = converge_with(monkeypatch, recorder)
+    # The agent step read beside the work pool step, and wrote nothing; the worker's status was not asked.
+    assert recorder.wrote == ["qhub_config_info", "kube_context_info", "prefect_work_pool"]
+    assert "prefect_worker_status" not in recorder.ran
+    assert "agent" not in result
     assert result["failed"] is True
     assert result["msg"] == ("Create the work pool with the overrides as its base job template: the Prefect API at "
                              "http://p/api could not be reached")
@@ -140,3 +166,63 @@ def test_a_failure_shows_the_failed_step_and_where_not_every_steps_result(monkey
         "prefect_agent_config": {"failed": True, "msg": "cannot reach the Kubernetes API server"}}, diff=True)
     assert set(result) - {"invocation", "msg", "failed", "changed", "diff"} == {"settings", "cluster", "agent"}
     assert result["changed"] is True and result["diff"] == [{"before": "a", "after": "b"}]
+
+
+class Overlapping(Recorder):
+    """The step before the agent's waits until the agent step has read: they run side by side, or this times out."""
+
+    def __init__(self, results, first="prefect_work_pool"):
+        super(Overlapping, self).__init__(results)
+        self.first = first
+        self.agent_read = threading.Event()
+        self.events = []
+
+    def reads(self, step):
+        if step == self.first:
+            self.events.append("%s waits for the agent's reads: %s" % (step, self.agent_read.wait(5)))
+            time.sleep(0.05)
+            self.events.append("%s ended" % step)
+        elif step == "prefect_agent_config":
+            self.events.append("agent read")
+            self.agent_read.set()
+
+    def __call__(self, *args, **kwargs):
+        result = super(Overlapping, self).__call__(*args, **kwargs)
+        if args[4].endswith("prefect_agent_config"):
+            self.events.append("agent wrote")
+        return result
+
+
+@pytest.mark.parametrize("registered, first", [(settings(), "prefect_work_pool"),
+                                               (settings("prefect1"), "prefect_project")])
+def test_the_agent_reads_beside_the_step_before_it_and_writes_only_once_that_step_ended(monkeypatch, registered,
+                                                                                       first):
+    recorder = Overlapping({"qhub_config_info": registered}, first)
+    result = converge_with(monkeypatch, recorder)
+    assert recorder.events == ["agent read", "%s waits for the agent's reads: True" % first, "%s ended" % first,
+                               "agent wrote"]
+    assert "failed" not in result and result["agent"] == {"changed": False}
+
+
+def test_a_failed_work_pool_step_stops_the_agent_step_before_its_first_write(monkeypatch):
+    recorder = Overlapping({"qhub_config_info": settings(), "prefect_work_pool": {"failed": True, "msg": "401"}})
+    result = converge_with(monkeypatch, recorder)
+    assert "agent wrote" not in recorder.events and "prefect_agent_config" not in recorder.wrote
+    assert result["msg"] == "Create the work pool with the overrides as its base job template: 401"
+
+
+def test_an_agent_step_failing_in_its_reads_reports_itself_once_the_work_pool_step_ended(monkeypatch):
+    recorder = Recorder({"qhub_config_info": settings(), "prefect_agent_config": {"failed": True, "msg": "403"}})
+    result = converge_with(monkeypatch, recorder)
+    assert "prefect_work_pool" in recorder.wrote and "prefect_worker_status" not in recorder.ran
+    assert result["msg"] == "Apply the agent or worker and its ServiceAccount, RBAC and Secret: 403"
+
+
+def test_an_error_in_the_step_beside_the_agents_is_raised_in_the_tasks_thread(monkeypatch):
+    class Broken(Recorder):
+        def reads(self, step):
+            if step == "prefect_work_pool":
+                raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        converge_with(monkeypatch, Broken({"qhub_config_info": settings()}))
