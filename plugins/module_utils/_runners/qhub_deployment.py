@@ -206,6 +206,31 @@ class _EarlierStepFailed(Exception):
     reports it)."""
 
 
+class _InBackground:
+    """A step run in a thread; ``outcome()`` waits for it, and raises in the caller's thread what the step raised."""
+
+    def __init__(self, steps, step, args):
+        self._done = {}
+        self._thread = threading.Thread(target=self._run, args=(steps, step, args), name="qhub-prefect " + step[0])
+        self._thread.start()
+
+    def _run(self, steps, step, args):
+        try:
+            self._done["outcome"] = steps.execute(step, args)
+        except BaseException as exc:  # raised again by outcome(), in the task's thread
+            self._done["error"] = exc
+
+    def outcome(self):
+        self._thread.join()
+        if "error" in self._done:
+            raise self._done["error"]
+        return self._done["outcome"]
+
+    def ended_well(self):
+        self._thread.join()
+        return "outcome" in self._done and not self._done["outcome"][0].get("failed")
+
+
 class Steps:
     """The results of the steps run so far, and what the task returns from them."""
 
@@ -243,31 +268,18 @@ class Steps:
         step that failed ends the agent step there, having only read, and the task fails with the first's result,
         as it would have before the agent step began.
         """
-        done = {}
-
-        def first_step():
-            try:
-                done["outcome"] = self.execute(*first)
-            except BaseException as exc:  # re-raised below, in the task's thread
-                done["error"] = exc
-
-        thread = threading.Thread(target=first_step, name="qhub-prefect %s" % first[0][0])
-        thread.start()
+        beside = _InBackground(self, *first)
 
         def first_has_ended():
-            thread.join()
-            if "error" in done or done["outcome"][0].get("failed"):
+            if not beside.ended_well():
                 raise _EarlierStepFailed()
 
         try:
             agent_outcome = self.execute(*agent, before_writing=first_has_ended)
         except _EarlierStepFailed:
             agent_outcome = None
-        finally:
-            thread.join()
-        if "error" in done:
-            raise done["error"]
-        if self.record(first[0], *done["outcome"]).get("failed"):
+        first_outcome = beside.outcome()
+        if self.record(first[0], *first_outcome).get("failed"):
             self.fail(first[0])
         if self.record(agent[0], *agent_outcome).get("failed"):
             self.fail(agent[0])
@@ -305,8 +317,20 @@ def run(module):
     after_check = steps_after_check(settings)
     if len(after_check) > 1 and after_check[1][0] is AGENT:
         (first, build_first), (agent, build_agent) = after_check[:2]
+        early_status = None
+        agent_waits_online = params["wait"] and params["wait_for_worker"] and not module.check_mode
+        if after_check[2:3] and after_check[2][0] is WORKER_STATUS and not agent_waits_online:
+            # Asked beside the two steps; what it says is the status only if they changed nothing (then a read
+            # after them would find the same), else it is asked again below. Not asked when the agent step
+            # waits for the worker ONLINE: that is the status then.
+            early_status = _InBackground(steps, WORKER_STATUS, worker_status_args(params, settings))
         steps.run_before_agent((first, build_first(params, settings)), (agent, build_agent(params, settings)))
         after_check = after_check[2:]
+        if early_status is not None:
+            outcome = early_status.outcome()
+            if not any(steps.results[step[0]].get("changed") for step in (first, agent)):
+                steps.record(WORKER_STATUS, *outcome)
+                after_check = after_check[1:]
     for step, build in after_check:
         if step is WORKER_STATUS and steps.results["agent"].get("workers_online"):
             # The apply waited until a worker was ONLINE: that is the status (tasks/worker_status.yml's condition).

@@ -52,7 +52,9 @@ class Recorder:
         if before_writing is not None:
             before_writing()
         self.wrote.append(step)
-        return dict(self.results.get(step, {"changed": False}))
+        given = self.results.get(step, {"changed": False})
+        # A list: the results of the step's first, second, ... run.
+        return dict(given.pop(0) if isinstance(given, list) else given)
 
     def reads(self, step):
         pass
@@ -226,3 +228,29 @@ def test_an_error_in_the_step_beside_the_agents_is_raised_in_the_tasks_thread(mo
 
     with pytest.raises(ZeroDivisionError, match="a bug"):
         converge_with(monkeypatch, Broken({"qhub_config_info": settings()}))
+
+
+def test_without_the_wait_for_the_worker_its_status_is_asked_beside_the_steps_and_taken_when_they_changed_nothing(
+        monkeypatch):
+    recorder = Recorder({"qhub_config_info": settings(), "prefect_worker_status": [
+        {"changed": False, "online": True, "said": "beside"}, {"changed": False, "said": "after"}]})
+    result = converge_with(monkeypatch, recorder, wait=False)
+    assert recorder.ran.count("prefect_worker_status") == 1
+    assert result["worker_status"]["said"] == "beside"
+
+
+@pytest.mark.parametrize("changed_step", ["prefect_work_pool", "prefect_agent_config"])
+def test_a_status_asked_beside_steps_that_changed_something_is_asked_again_after_them(monkeypatch, changed_step):
+    recorder = Recorder({"qhub_config_info": settings(), changed_step: {"changed": True}, "prefect_worker_status": [
+        {"changed": False, "said": "beside"}, {"changed": False, "said": "after"}]})
+    result = converge_with(monkeypatch, recorder, wait_for_worker=False)
+    assert recorder.ran.count("prefect_worker_status") == 2
+    assert result["worker_status"]["said"] == "after"
+    assert recorder.wrote[-1] == "prefect_worker_status"
+
+
+def test_when_the_agent_step_waits_for_the_worker_no_status_is_asked_beside_it(monkeypatch):
+    recorder = Recorder({"qhub_config_info": settings(), "prefect_agent_config": {
+        "changed": False, "workers_online": ["prefect-worker-0"]}})
+    result = converge_with(monkeypatch, recorder)
+    assert "prefect_worker_status" not in recorder.ran and "worker_status" not in result
