@@ -11,7 +11,14 @@ __metaclass__ = type
 from ansible_collections.qhub.prefect.plugins.plugin_utils import _bytecode_cache  # noqa: F401
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import qhub_deployment as runner
 from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import ControllerFirstAction
+from ansible_collections.qhub.prefect.plugins.plugin_utils._role_variables import args_from_role_variables
 
 
 class ActionModule(ControllerFirstAction):
     runner = runner
+
+    def task_args(self, task_vars):
+        args = super(ActionModule, self).task_args(task_vars)
+        if not args.get("from_role_variables"):
+            return args
+        return args_from_role_variables(args, task_vars or {}, self._templar, runner.argument_spec())

@@ -116,6 +116,16 @@ options:
       - C(playbooks/deploy.yml) checks every deployment of a fleet this way before any of them writes.
     type: bool
     default: false
+  from_role_variables:
+    description:
+      - Take each option this task does not set from the role variable of its name, C(qhub_prefect_) and the
+        option (O(work_pool) from C(qhub_prefect_work_pool)), as the role's C(converge) and C(fleet_check) entry
+        points do. As the role passes them, a variable that is empty (C("") or C({})) or null is an option not
+        set, and O(config) is not taken from its variable when O(config_file) is set. O(check_only) is never taken
+        from a variable.
+      - The same as passing each variable as its option, without Ansible templating eighteen arguments each task.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full

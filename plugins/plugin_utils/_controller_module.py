@@ -55,8 +55,8 @@ def _as_module_gets_them(args):
         raise AnsibleActionFail("the module arguments are not JSON: %s" % exc)
 
 
-def run_on_controller(action, runner):
-    """Validate the task's arguments like AnsibleModule would, then ``runner.run(module)``; returns the result."""
+def run_on_controller(action, runner, args):
+    """Validate ``args`` like AnsibleModule would, then ``runner.run(module)``; returns the result."""
     added = task_environment(action)
     saved = dict(os.environ)
     # Option fallbacks (env_fallback) and the modules read os.environ. The worker process runs this
@@ -64,7 +64,7 @@ def run_on_controller(action, runner):
     os.environ.update(added)
     try:
         try:
-            return run_in_process(runner, _as_module_gets_them(action._task.args), bool(action._task.check_mode),
+            return run_in_process(runner, _as_module_gets_them(args), bool(action._task.check_mode),
                                   bool(action._task.diff), action._task.action)
         except RuntimeError as exc:
             raise AnsibleActionFail(str(exc))
@@ -84,10 +84,14 @@ class ControllerFirstAction(ActionBase):
     _supports_async = True
     runner = None
 
+    def task_args(self, task_vars):
+        """The module's arguments: the task's, as Ansible templated them."""
+        return self._task.args
+
     def run(self, tmp=None, task_vars=None):
         result = super(ControllerFirstAction, self).run(tmp, task_vars)
         if getattr(self.runner, "CONTROLLER_ONLY", False) or runs_on_controller(self):
-            result.update(run_on_controller(self, self.runner))
+            result.update(run_on_controller(self, self.runner, self.task_args(task_vars)))
         else:
             result.update(self._execute_module(task_vars=task_vars, wrap_async=self._task.async_val))
         return result

@@ -75,6 +75,8 @@ def argument_spec():
         kubeconfig=dict(type="path"),
         kube_context=dict(type="str"),
         check_only=dict(type="bool", default=False),
+        # Read by the action plugin (plugin_utils/_role_variables.py) before the options are validated.
+        from_role_variables=dict(type="bool", default=False),
     )
 
 

@@ -18,6 +18,7 @@ from ansible_collections.qhub.prefect.plugins.module_utils._runners import (
 )
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.in_process import validate
 from ansible_collections.qhub.prefect.plugins.module_utils._runners.options import module_spec
+from ansible_collections.qhub.prefect.plugins.plugin_utils._role_variables import args_from_role_variables
 
 ROLE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "prefect_agent"
 
@@ -56,11 +57,15 @@ def role_variables(registered, **given):
 
 
 def role_task_args(tasks_file, variables):
-    """The arguments Ansible gives the module of the one task in a role tasks file, and the module's name."""
+    """The arguments the module of the one task in a role tasks file gets, and the module's name: as Ansible templates
+    them, and for qhub_deployment's from_role_variables as its action plugin then reads the role's variables."""
     task = yaml.safe_load((ROLE / "tasks" / tasks_file).read_text())[0]
     module = next(key for key in task if key.startswith("qhub.prefect."))
     templar = Templar(loader=DataLoader(), variables=variables)
-    return module, templar.template(trusted(task[module]))
+    args = templar.template(trusted(task[module]))
+    if args.get("from_role_variables"):
+        args = args_from_role_variables(args, variables, templar, qhub_deployment.argument_spec())
+    return module, args
 
 
 def validated(runner, args):
@@ -115,3 +120,8 @@ def test_the_fleet_check_passes_what_the_converge_passes_and_only_checks(given):
     _module, converge_args = role_task_args("converge.yml", variables)
     _module, check_args = role_task_args("fleet_check.yml", variables)
     assert check_args == dict(converge_args, check_only=True)
+
+
+def test_the_converge_entry_point_reads_the_role_variables_in_its_module_not_as_templated_arguments():
+    task = yaml.safe_load((ROLE / "tasks" / "converge.yml").read_text())[0]
+    assert task["qhub.prefect.qhub_deployment"] == {"from_role_variables": True}

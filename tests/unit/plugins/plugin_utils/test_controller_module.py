@@ -303,7 +303,7 @@ def test_same_result_through_the_action(name, args, env, check_mode, diff, clean
     expected = exits(capsys, lambda: runner.run(module))
     for variable in env:
         clean_env.delenv(variable)
-    got = run_on_controller(action_for(name, args, check_mode, diff, environment=env), runner)
+    got = run_on_controller(action_for(name, args, check_mode, diff, environment=env), runner, args)
     assert as_json(got) == expected
     assert (got["check_mode"], got["diff"]) == (check_mode, diff)
 
@@ -328,7 +328,7 @@ def test_same_failure(name, args, named, clean_env, launched):
         # qhub_deployment's explanation: the first message among them, each option with its role variable.
         assert hasattr(runner, "explain_invalid") and all(option in explained for option in named), explained
         expected["msg"] = InProcessModule({}, False, False, no_log_values)._formatted({"msg": explained})["msg"]
-    assert as_json(run_on_controller(action_for(name, args), runner)) == expected
+    assert as_json(run_on_controller(action_for(name, args), runner, args)) == expected
 
 
 # --- masking ----------------------------------------------------------------------------------------------
@@ -440,7 +440,7 @@ def test_every_candidate_secret_is_masked_alike(name, clean_env, launched, capsy
     expected = exits(capsys, lambda: runner.run(module))
     for variable in CANDIDATE_ENV:
         clean_env.delenv(variable)
-    got = as_json(run_on_controller(action_for(name, args, environment=CANDIDATE_ENV), runner))
+    got = as_json(run_on_controller(action_for(name, args, environment=CANDIDATE_ENV), runner, args))
     assert got == expected
     text = json.dumps(expected)
     assert expected["invocation"]["module_args"]
