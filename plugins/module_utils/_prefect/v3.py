@@ -29,6 +29,10 @@ def reserved_name(name):
     return name.lower().startswith(RESERVED_PREFIX)
 
 
+# The queue the Prefect server creates with every work pool.
+DEFAULT_QUEUE = "default"
+
+
 class Prefect3Client:
     def __init__(self, http):
         self.http = http
@@ -55,7 +59,8 @@ class Prefect3Client:
 
     def create_work_pool(self, name, pool_type, description=None, base_job_template=None, is_paused=None,
                          concurrency_limit=None):
-        """The new pool. A 409 (another run created it meanwhile) returns the pool as it is."""
+        """(the pool, whether this request created it). A 409 (another run created it meanwhile) returns the pool
+        as it is, not created."""
         body = {"name": name, "type": pool_type}  # type defaults to prefect-agent on the server: always send it
         for key, value in (("description", description), ("base_job_template", base_job_template),
                            ("is_paused", is_paused), ("concurrency_limit", concurrency_limit)):
@@ -66,8 +71,8 @@ class Prefect3Client:
             existing = self.read_work_pool(name)
             if existing is None:
                 raise PrefectApiError("the Prefect API said the work pool %r exists but then could not find it" % name)
-            return existing
-        return self._expect(created, "object", "/work_pools/", ("name", "type"))
+            return existing, False
+        return self._expect(created, "object", "/work_pools/", ("name", "type")), True
 
     def update_work_pool(self, name, changes):
         unknown = set(changes) - set(POOL_UPDATE_FIELDS)
@@ -210,15 +215,17 @@ def ensure_work_pool(client, name, pool_type, desired, work_queues=None, state="
             pool = {"id": None, "name": name, "type": pool_type, "description": desired.get("description"),
                     "is_paused": bool(desired.get("is_paused")), "concurrency_limit": desired.get("concurrency_limit"),
                     "base_job_template": desired.get("base_job_template") or {}}
-            queues = ["default"] + [q for q in wanted_queues if q != "default"]
+            queues = [DEFAULT_QUEUE] + [q for q in wanted_queues if q != DEFAULT_QUEUE]
         else:
-            pool = client.create_work_pool(name, pool_type, **desired)
+            pool, created = client.create_work_pool(name, pool_type, **desired)
             # Another run may have created it first (409): converge that pool like an existing one.
             late = pool_differences(pool, desired)
             if late:
                 client.update_work_pool(name, {field: desired[field] for field in late})
                 pool = dict(pool, **{field: desired[field] for field in late})
-            queues = _ensure_queues(client, name, wanted_queues, check_mode, result)
+            # The server creates a pool with its one queue, "default": a pool this run created needs no read of them.
+            queues = _ensure_queues(client, name, wanted_queues, check_mode, result,
+                                    existing=[DEFAULT_QUEUE] if created else None)
         result["changed"] = True
         result["work_pool"] = pool_view(pool)
         if check_mode and wanted_queues:
@@ -248,9 +255,12 @@ def _added(result):
     return {item.split(":", 1)[1] for item in result["differences"] if item.startswith("work_queue:")}
 
 
-def _ensure_queues(client, pool, wanted, check_mode, result):
-    """Create the wanted queues that are missing; never deletes one. Returns the pool's queue names."""
-    existing = [q.get("name") for q in client.list_work_queues(pool)]
+def _ensure_queues(client, pool, wanted, check_mode, result, existing=None):
+    """Create the wanted queues that are missing; never deletes one. Returns the pool's queue names.
+
+    ``existing``: the pool's queue names when the caller knows them, else they are read."""
+    if existing is None:
+        existing = [q.get("name") for q in client.list_work_queues(pool)]
     names = list(existing)
     for queue in wanted:
         if queue in existing:

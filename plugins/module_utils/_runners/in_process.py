@@ -32,7 +32,7 @@ class InProcessModule:
 
     def __init__(self, params, check_mode, diff, no_log_values):
         self.params = params
-        self.before_writing = _nothing_to_wait_for
+        self.after_reads = _nothing_to_wait_for
         self.check_mode = check_mode
         self._diff = diff
         self.no_log_values = set(no_log_values)
@@ -60,7 +60,7 @@ class InProcessModule:
         return result
 
 
-def _nothing_to_wait_for():
+def _nothing_to_wait_for(will_write):
     pass
 
 
@@ -98,16 +98,17 @@ def failure_message(runner, args, message):
     return _explained(runner, message, _checked(module_spec(runner), args, "")[3])
 
 
-def run_in_process(runner, args, check_mode, diff, name, masked=None, before_writing=None):
+def run_in_process(runner, args, check_mode, diff, name, masked=None, after_reads=None):
     """The result of ``runner.run`` on ``args`` (plain JSON types), validated as AnsibleModule would validate them.
 
     ``masked``, a set, receives every value the runner masked, for a caller whose own result holds what it returned.
-    ``before_writing``, for a runner that reads before it writes (prefect_agent_config), is called between the two.
+    ``after_reads``, for a runner that reads before it writes (prefect_agent_config), is called between the two with
+    whether it will write.
     """
     params, no_log_values, message, messages = _checked(module_spec(runner), args, name)
     module = InProcessModule(params, check_mode, diff, no_log_values)
-    if before_writing is not None:
-        module.before_writing = before_writing
+    if after_reads is not None:
+        module.after_reads = after_reads
     if masked is not None:
         # The same set: what the runner adds while it runs is in it too.
         module.no_log_values = masked

@@ -313,7 +313,7 @@ def argument_spec():
 MUTUALLY_EXCLUSIVE = [("qhub_config", "secret_env")]
 
 
-def _nothing_to_wait_for():
+def _nothing_to_wait_for(will_write):
     pass
 
 
@@ -376,9 +376,9 @@ def run(module):
         # Read-only, before anything is written: a refusal leaves the cluster as it was.
         this_run.check_elsewhere()
         settled = _settled_plan(module, spec, this_run)
-        # Up to here only reads. qhub_deployment runs its work pool step meanwhile and holds the writes below
-        # until it has ended (the stand-in module's before_writing; AnsibleModule has none: nothing to wait for).
-        getattr(module, "before_writing", _nothing_to_wait_for)()
+        # Up to here only reads. qhub_deployment runs its work pool step meanwhile and holds what follows until
+        # that has ended (the stand-in module's after_reads; AnsibleModule has none: nothing to wait for).
+        getattr(module, "after_reads", _nothing_to_wait_for)(settled is None)
         if settled is not None:
             # Nothing to write, and no other run under way: a no-op writes nothing, not even a lock.
             this_run.present(settled)

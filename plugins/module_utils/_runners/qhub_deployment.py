@@ -214,6 +214,8 @@ class _InBackground:
     def __init__(self, steps, step, args):
         self._done = {}
         self._thread = threading.Thread(target=self._run, args=(steps, step, args), name="qhub-prefect " + step[0])
+        # A task that fails meanwhile does not wait for a read nobody will look at.
+        self._thread.daemon = True
         self._thread.start()
 
     def _run(self, steps, step, args):
@@ -243,12 +245,12 @@ class Steps:
     def run(self, step, args):
         return self.record(step, *self.execute(step, args))
 
-    def execute(self, step, args, before_writing=None):
+    def execute(self, step, args, after_reads=None):
         """(result, masked) of one step; touches nothing shared, so that a step may run in a thread."""
         _key, _title, runner, name = step
         masked = set()
         result = run_in_process(runner, args, self.module.check_mode, self.module._diff, name, masked,
-                                before_writing=before_writing)
+                                after_reads=after_reads)
         return result, masked
 
     def record(self, step, result, masked):
@@ -263,21 +265,25 @@ class Steps:
         self.results[key] = result
         return result
 
-    def run_before_agent(self, first, agent):
+    def run_before_agent(self, first, agent, status=None):
         """Two steps, each (step, args): the first beside the agent step's reads, then recorded as run() records them.
 
-        The agent step waits for the first before its first write (its runner calls ``before_writing``). A first
-        step that failed ends the agent step there, having only read, and the task fails with the first's result,
-        as it would have before the agent step began.
+        The agent step waits for the first once it has read (its runner calls ``after_reads``). A first step that
+        failed ends the agent step there, having only read, and the task fails with the first's result, as it would
+        have before the agent step began. ``status``, (step, args), is begun when the agent step's reads found
+        nothing to write; returned, in the background, or None.
         """
         beside = _InBackground(self, *first)
+        begun = []
 
-        def first_has_ended():
+        def after_agent_reads(will_write):
+            if status is not None and not will_write:
+                begun.append(_InBackground(self, *status))
             if not beside.ended_well():
                 raise _EarlierStepFailed()
 
         try:
-            agent_outcome = self.execute(*agent, before_writing=first_has_ended)
+            agent_outcome = self.execute(*agent, after_reads=after_agent_reads)
         except _EarlierStepFailed:
             agent_outcome = None
         first_outcome = beside.outcome()
@@ -285,6 +291,7 @@ class Steps:
             self.fail(first[0])
         if self.record(agent[0], *agent_outcome).get("failed"):
             self.fail(agent[0])
+        return begun[0] if begun else None
 
     def fail(self, step):
         key, title = step[0], step[1]
@@ -319,14 +326,15 @@ def run(module):
     after_check = steps_after_check(settings)
     if len(after_check) > 1 and after_check[1][0] is AGENT:
         (first, build_first), (agent, build_agent) = after_check[:2]
-        early_status = None
         agent_waits_online = params["wait"] and params["wait_for_worker"] and not module.check_mode
+        status = None
         if after_check[2:3] and after_check[2][0] is WORKER_STATUS and not agent_waits_online:
-            # Asked beside the two steps; what it says is the status only if they changed nothing (then a read
-            # after them would find the same), else it is asked again below. Not asked when the agent step
-            # waits for the worker ONLINE: that is the status then.
-            early_status = _InBackground(steps, WORKER_STATUS, worker_status_args(params, settings))
-        steps.run_before_agent((first, build_first(params, settings)), (agent, build_agent(params, settings)))
+            # Asked beside the agent step once its reads found nothing to write; what it says is the status only if
+            # neither step changed anything (a read after them would find the same), else it is asked again below.
+            # Not asked when the agent step waits for the worker ONLINE: that is the status then.
+            status = (WORKER_STATUS, worker_status_args(params, settings))
+        early_status = steps.run_before_agent((first, build_first(params, settings)),
+                                              (agent, build_agent(params, settings)), status)
         after_check = after_check[2:]
         if early_status is not None:
             outcome = early_status.outcome()

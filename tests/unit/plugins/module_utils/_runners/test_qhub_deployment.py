@@ -34,7 +34,7 @@ def validated(runner, args):
 
 class Recorder:
     """Stands in for run_in_process: records each step's module and returns the result given for it; the check step
-    masks ``mask`` as qhub_config_info masks a token it finds. A step given ``before_writing`` (the agent's) calls it
+    masks ``mask`` as qhub_config_info masks a token it finds. A step given ``after_reads`` (the agent's) calls it
     between its reads and its writes, as prefect_agent_config does, and is recorded in ``wrote`` once past it."""
 
     def __init__(self, results, mask=None):
@@ -43,14 +43,15 @@ class Recorder:
         self.ran = []
         self.wrote = []
 
-    def __call__(self, runner, args, check_mode, diff, name, masked, before_writing=None):
+    def __call__(self, runner, args, check_mode, diff, name, masked, after_reads=None):
         step = name.split(".")[-1]
         self.ran.append(step)
         if self.mask and name.endswith("qhub_config_info"):
             masked.add(self.mask)
         self.reads(step)
-        if before_writing is not None:
-            before_writing()
+        if after_reads is not None:
+            # It will write what its result says it changed.
+            after_reads(bool(self.results.get(step, {}).get("changed")))
         self.wrote.append(step)
         given = self.results.get(step, {"changed": False})
         # A list: the results of the step's first, second, ... run.
@@ -239,12 +240,13 @@ def test_without_the_wait_for_the_worker_its_status_is_asked_beside_the_steps_an
     assert result["worker_status"]["said"] == "beside"
 
 
-@pytest.mark.parametrize("changed_step", ["prefect_work_pool", "prefect_agent_config"])
-def test_a_status_asked_beside_steps_that_changed_something_is_asked_again_after_them(monkeypatch, changed_step):
+@pytest.mark.parametrize("changed_step, asked", [("prefect_work_pool", 2), ("prefect_agent_config", 1)])
+def test_a_status_is_taken_from_after_the_steps_when_they_changed_something(monkeypatch, changed_step, asked):
+    # An agent step that will write does not have it asked beside it at all (a first apply asks once).
     recorder = Recorder({"qhub_config_info": settings(), changed_step: {"changed": True}, "prefect_worker_status": [
-        {"changed": False, "said": "beside"}, {"changed": False, "said": "after"}]})
+        {"changed": False, "said": "beside" if asked == 2 else "after"}, {"changed": False, "said": "after"}]})
     result = converge_with(monkeypatch, recorder, wait_for_worker=False)
-    assert recorder.ran.count("prefect_worker_status") == 2
+    assert recorder.ran.count("prefect_worker_status") == asked
     assert result["worker_status"]["said"] == "after"
     assert recorder.wrote[-1] == "prefect_worker_status"
 
