@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, qhub.prefect contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""This collection's module_utils, imported in the controller with Python's bytecode cache.
+"""This collection's module_utils and plugin_utils, imported in the controller with Python's bytecode cache.
 
 ansible-core's collection loader compiles a collection's Python from its source on every import, and neither
 reads nor writes ``__pycache__``: for the module_utils our action plugins run in the controller that is about
@@ -20,27 +20,35 @@ __metaclass__ = type
 import importlib.machinery
 import sys
 
-_MODULE_UTILS = "ansible_collections.qhub.prefect.plugins.module_utils."
+# Below these packages; the packages themselves stay the collection loader's.
+_PACKAGES = ("ansible_collections.qhub.prefect.plugins.module_utils.",
+             "ansible_collections.qhub.prefect.plugins.plugin_utils.")
 _PYTHON_SOURCE = (importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES)
 
 
 class ModuleUtilsBytecodeFinder:
-    """A meta path finder for this collection's module_utils below their package, with Python's source loader."""
+    """A meta path finder for this collection's module_utils and plugin_utils, with Python's source loader."""
 
-    @staticmethod
-    def find_spec(fullname, path=None, target=None):
-        if path is None or not fullname.startswith(_MODULE_UTILS):
+    # One FileFinder per directory, as sys.path_importer_cache keeps them: each lists its directory once.
+    _finders = {}
+
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if path is None or not fullname.startswith(_PACKAGES):
             return None
         for entry in path:
-            # FileFinder directly: a finder from sys.path_hooks would be the collection loader's own again.
-            spec = importlib.machinery.FileFinder(entry, _PYTHON_SOURCE).find_spec(fullname, target)
+            finder = cls._finders.get(entry)
+            if finder is None:
+                # FileFinder directly: a finder from sys.path_hooks would be the collection loader's own again.
+                finder = cls._finders[entry] = importlib.machinery.FileFinder(entry, _PYTHON_SOURCE)
+            spec = finder.find_spec(fullname, target)
             if spec is not None:
                 return spec
         return None
 
-    @staticmethod
-    def invalidate_caches():
-        pass
+    @classmethod
+    def invalidate_caches(cls):
+        cls._finders.clear()
 
 
 if ModuleUtilsBytecodeFinder not in sys.meta_path:

@@ -1,4 +1,5 @@
-"""The action plugins import this collection's module_utils with Python's bytecode cache (plugin_utils/_bytecode_cache).
+"""The action plugins import this collection's module_utils and plugin_utils with Python's bytecode cache
+(plugin_utils/_bytecode_cache; that one module is the collection loader's, which imports it first).
 
 ansible-core's collection loader compiles a collection's Python from source on every import; a run of deploy.yml
 would pay that for every module_utils module its action plugins import. Checked in a fresh interpreter with the
@@ -43,13 +44,16 @@ def collection_copy(tmp_path):
     return root, target
 
 
-def test_module_utils_are_loaded_by_pythons_source_loader_and_leave_bytecode(tmp_path):
+def test_module_and_plugin_utils_are_loaded_by_pythons_source_loader_and_leave_bytecode(tmp_path):
     root, target = collection_copy(tmp_path)
     modules = imported(root)
     below_module_utils = dict((name, seen) for name, seen in modules.items()
-                              if name.startswith("ansible_collections.qhub.prefect.plugins.module_utils."))
+                              if name.startswith(("ansible_collections.qhub.prefect.plugins.module_utils.",
+                                                  "ansible_collections.qhub.prefect.plugins.plugin_utils."))
+                              and not name.endswith("._bytecode_cache"))
     assert "ansible_collections.qhub.prefect.plugins.module_utils._runners.qhub_deployment" in below_module_utils
     assert "ansible_collections.qhub.prefect.plugins.module_utils._kube.client" in below_module_utils
+    assert "ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module" in below_module_utils
     for name, (loader, cached, source) in below_module_utils.items():
         assert loader == "SourceFileLoader", name
         # Found where the collection loader finds it: in the collection the loader resolved, not elsewhere.
