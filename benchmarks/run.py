@@ -155,6 +155,24 @@ class Bench:
         self.audit = self.audits[0] if self.audits else pathlib.Path("/nonexistent")
         # The fleet's: a context ctx-a, ctx-b, ... per control plane.
         self.kubeconfig = merged_kubeconfig(self.beds, self.work / "kubeconfig")
+        # Namespaces (and work pools of the same names) the runs made: removed from the test bed afterwards.
+        self.made = []
+
+    def tidy(self):
+        """Remove from the main test bed what the runs made: a bed kept for many runs (--testbed) otherwise fills
+        with hundreds of namespaces, which slow every later cluster-wide read. The fleet's other beds go whole."""
+        from kubernetes import client as k8s
+        from kubernetes import config as kube_config
+        core = k8s.CoreV1Api(kube_config.new_client_from_config(self.testbed.kubeconfig))
+        left = 0
+        for namespace in self.made:
+            for remove in (lambda: core.delete_namespace(namespace),
+                           lambda: prefect_call(self.testbed.prefect_api_url, "DELETE", "/work_pools/%s" % namespace)):
+                try:
+                    remove()
+                except Exception:  # noqa: BLE001 - not there (a pool named otherwise), or the bed is going anyway
+                    left += 1
+        return left
 
     def env(self):
         env = dict(os.environ, KUBECONFIG=self.testbed.kubeconfig, PREFECT_API_URL=self.api_url,
@@ -185,6 +203,7 @@ class Bench:
                         list(self.proxy.requests), output)
 
     def config(self, namespace, secrets=1, folder=None):
+        self.made.append(namespace)
         path = (folder or self.work) / ("%s.yml" % namespace)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump({"project_name": namespace, "namespace": namespace, "prefect": {
@@ -229,6 +248,7 @@ class Bench:
                                            "secretEnvVars": {"SECRET_000": "value-0"}}, {})
         spec = AgentSpec("prefect-worker", namespace, "prefect3", IMAGE, job,
                          secret_env=secret_env, token="bench-token", api_url=self.api_url, work_pool="anchor")
+        self.made.append(namespace)
         tasks = [{"name": "Namespace", "kubernetes.core.k8s": {"definition": {
             "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}}}]
         for manifest in render_objects(spec):
@@ -720,6 +740,8 @@ def main():
             print("\n## Scale")
             scale(bench, args, work)
         bench.proxy.close()
+        if owned is None:
+            bench.tidy()
     finally:
         for bed in clusters:
             bed.stop()
