@@ -60,7 +60,7 @@ class InProcessModule:
         return result
 
 
-def _nothing_to_wait_for(will_write):
+def _nothing_to_wait_for():
     pass
 
 
@@ -102,8 +102,7 @@ def run_in_process(runner, args, check_mode, diff, name, masked=None, after_read
     """The result of ``runner.run`` on ``args`` (plain JSON types), validated as AnsibleModule would validate them.
 
     ``masked``, a set, receives every value the runner masked, for a caller whose own result holds what it returned.
-    ``after_reads``, for a runner that reads before it writes (prefect_agent_config), is called between the two with
-    whether it will write.
+    ``after_reads``, for a runner that reads before it writes (prefect_agent_config), is called between the two.
     """
     params, no_log_values, message, messages = _checked(module_spec(runner), args, name)
     module = InProcessModule(params, check_mode, diff, no_log_values)

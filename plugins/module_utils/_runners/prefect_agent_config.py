@@ -313,7 +313,7 @@ def argument_spec():
 MUTUALLY_EXCLUSIVE = [("qhub_config", "secret_env")]
 
 
-def _nothing_to_wait_for(will_write):
+def _nothing_to_wait_for():
     pass
 
 
@@ -378,7 +378,7 @@ def run(module):
         settled = _settled_plan(module, spec, this_run)
         # Up to here only reads. qhub_deployment runs its work pool step meanwhile and holds what follows until
         # that has ended (the stand-in module's after_reads; AnsibleModule has none: nothing to wait for).
-        getattr(module, "after_reads", _nothing_to_wait_for)(settled is None)
+        getattr(module, "after_reads", _nothing_to_wait_for)()
         if settled is not None:
             # Nothing to write, and no other run under way: a no-op writes nothing, not even a lock.
             this_run.present(settled)

@@ -270,15 +270,13 @@ class Steps:
 
         The agent step waits for the first once it has read (its runner calls ``after_reads``). A first step that
         failed ends the agent step there, having only read, and the task fails with the first's result, as it would
-        have before the agent step began. ``status``, (step, args), is begun when the agent step's reads found
-        nothing to write; returned, in the background, or None.
+        have before the agent step began. ``status``, (step, args), is begun beside both and returned, in the
+        background, or None.
         """
         beside = _InBackground(self, *first)
-        begun = []
+        early_status = _InBackground(self, *status) if status is not None else None
 
-        def after_agent_reads(will_write):
-            if status is not None and not will_write:
-                begun.append(_InBackground(self, *status))
+        def after_agent_reads():
             if not beside.ended_well():
                 raise _EarlierStepFailed()
 
@@ -291,7 +289,7 @@ class Steps:
             self.fail(first[0])
         if self.record(agent[0], *agent_outcome).get("failed"):
             self.fail(agent[0])
-        return begun[0] if begun else None
+        return early_status
 
     def fail(self, step):
         key, title = step[0], step[1]
@@ -329,9 +327,10 @@ def run(module):
         agent_waits_online = params["wait"] and params["wait_for_worker"] and not module.check_mode
         status = None
         if after_check[2:3] and after_check[2][0] is WORKER_STATUS and not agent_waits_online:
-            # Asked beside the agent step once its reads found nothing to write; what it says is the status only if
-            # neither step changed anything (a read after them would find the same), else it is asked again below.
-            # Not asked when the agent step waits for the worker ONLINE: that is the status then.
+            # Asked beside the two steps; what it says is the status only if neither changed anything (a read after
+            # them would find the same), else it is asked again below (a first apply asks twice, a no-op waits for
+            # no more than the slower step). Not asked when the agent step waits for the worker ONLINE: that is the
+            # status then.
             status = (WORKER_STATUS, worker_status_args(params, settings))
         early_status = steps.run_before_agent((first, build_first(params, settings)),
                                               (agent, build_agent(params, settings)), status)
