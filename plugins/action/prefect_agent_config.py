@@ -7,8 +7,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-# First: the module_utils below are then imported with Python's bytecode cache (see _bytecode_cache).
-from ansible_collections.qhub.prefect.plugins.plugin_utils import _bytecode_cache  # noqa: F401
 from ansible_collections.qhub.prefect.plugins.module_utils._runners import prefect_agent_config as runner
 from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import ControllerFirstAction
 

@@ -123,8 +123,6 @@ from ansible.errors import AnsibleParserError
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-# First: the module_utils below are then imported with Python's bytecode cache (see _bytecode_cache).
-from ansible_collections.qhub.prefect.plugins.plugin_utils import _bytecode_cache  # noqa: F401
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import AnyVariable, parse_qhub_config
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config_file import read_qhub_config_file
 from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError

@@ -71,7 +71,7 @@ def server():
 
 def test_requests_share_one_kept_alive_connection_and_carry_the_token(server):
     client = KubeClient(host=server.url, token="a-token")
-    for _ in range(5):
+    for dummy in range(5):
         assert client.get("/api/v1/namespaces/dev")["authorization"] == "Bearer a-token"
     assert server.connections == 1
     assert client.requests == 5
@@ -81,7 +81,7 @@ def test_a_connection_the_server_dropped_while_idle_is_replaced_not_failed():
     dropping = FakeApiServer(close_after_each=True)
     try:
         client = KubeClient(host=dropping.url, token="t")
-        for _ in range(3):
+        for dummy in range(3):
             assert client.get("/api/v1/namespaces/dev")["path"] == "/api/v1/namespaces/dev"
         assert dropping.connections == 3
     finally:
@@ -107,12 +107,12 @@ def test_threads_share_the_client(server):
 
     def read():
         try:
-            for _ in range(20):
+            for dummy in range(20):
                 client.get("/api/v1/namespaces/dev")
         except Exception as exc:  # noqa: BLE001 - collected for the assertion below
             failures.append(exc)
 
-    threads = [threading.Thread(target=read) for _ in range(4)]
+    threads = [threading.Thread(target=read) for dummy in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -155,7 +155,7 @@ def test_a_server_that_hangs_up_mid_request_is_a_kube_error():
     listener.listen(1)
 
     def hang_up():
-        connection, _ = listener.accept()
+        connection, dummy = listener.accept()
         connection.recv(65536)
         connection.close()
 

@@ -197,8 +197,8 @@ class Overlapping(Recorder):
 
 @pytest.mark.parametrize("registered, first", [(settings(), "prefect_work_pool"),
                                                (settings("prefect1"), "prefect_project")])
-def test_the_agent_reads_beside_the_step_before_it_and_writes_only_once_that_step_ended(monkeypatch, registered,
-                                                                                       first):
+def test_the_agent_reads_beside_the_step_before_it_and_writes_only_once_that_step_ended(
+        monkeypatch, registered, first):
     recorder = Overlapping({"qhub_config_info": registered}, first)
     result = converge_with(monkeypatch, recorder)
     assert recorder.events == ["agent read", "%s waits for the agent's reads: True" % first, "%s ended" % first,
