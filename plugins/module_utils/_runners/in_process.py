@@ -32,7 +32,8 @@ class InProcessModule:
 
     def __init__(self, params, check_mode, diff, no_log_values):
         self.params = params
-        self.after_reads = _nothing_to_wait_for
+        # Set by run_in_process for a caller that waits on a runner's reads (qhub_deployment); None: nothing waits.
+        self.after_reads = None
         self.check_mode = check_mode
         self._diff = diff
         self.no_log_values = set(no_log_values)
@@ -58,10 +59,6 @@ class InProcessModule:
         result = remove_values(result, self.no_log_values)
         result.update(preserved)
         return result
-
-
-def _nothing_to_wait_for():
-    pass
 
 
 def _checked(spec, args, name):

@@ -313,10 +313,6 @@ def argument_spec():
 MUTUALLY_EXCLUSIVE = [("qhub_config", "secret_env")]
 
 
-def _nothing_to_wait_for():
-    pass
-
-
 def _take_lock(module, spec, applier):
     """(the run lock of this QHub deployment, held, or None; whether the namespace exists).
 
@@ -377,8 +373,10 @@ def run(module):
         this_run.check_elsewhere()
         settled = _settled_plan(module, spec, this_run)
         # Up to here only reads. qhub_deployment runs its work pool step meanwhile and holds what follows until
-        # that has ended (the stand-in module's after_reads; AnsibleModule has none: nothing to wait for).
-        getattr(module, "after_reads", _nothing_to_wait_for)()
+        # that has ended (the stand-in module's after_reads; AnsibleModule has none).
+        after_reads = getattr(module, "after_reads", None)
+        if after_reads is not None:
+            after_reads()
         if settled is not None:
             # Nothing to write, and no other run under way: a no-op writes nothing, not even a lock.
             this_run.present(settled)

@@ -204,7 +204,7 @@ def steps_after_check(settings):
 
 
 class _EarlierStepFailed(Exception):
-    """Ends the agent step at its first write when the step before it failed (not a QhubPrefectError: no runner
+    """Ends the agent step once it has read when the step before it failed (not a QhubPrefectError: no runner
     reports it)."""
 
 
