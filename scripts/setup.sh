@@ -25,4 +25,7 @@ bash tests/testbed/install-ee-tools.sh
 export PATH="$REPO/.venv/bin:$PATH"
 mkdir -p .collections/ansible_collections/qhub
 [[ -e .collections/ansible_collections/qhub/prefect ]] || ln -s ../../.. .collections/ansible_collections/qhub/prefect
+# Bytecode for the collection's Python, as pip writes it for an installed package (ansible-core's collection
+# loader would compile the controller-side module_utils from source on every run; plugin_utils/_bytecode_cache.py).
+"$PY" -m compileall -q plugins
 export ANSIBLE_CONFIG="$REPO/ansible.cfg"

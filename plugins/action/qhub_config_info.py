@@ -7,8 +7,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.qhub.prefect.plugins.module_utils._runners import qhub_config_info as runner
-from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import ControllerFirstAction
+# Python's bytecode cache for the collection's code below (plugin_utils/_bytecode_cache.py).
+from ansible_collections.qhub.prefect.plugins.plugin_utils._bytecode_cache import bytecode_imports
+
+with bytecode_imports():
+    from ansible_collections.qhub.prefect.plugins.module_utils._runners import qhub_config_info as runner
+    from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import ControllerFirstAction
 
 
 class ActionModule(ControllerFirstAction):

@@ -7,9 +7,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.qhub.prefect.plugins.module_utils._runners import qhub_deployment as runner
-from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import ControllerFirstAction
-from ansible_collections.qhub.prefect.plugins.plugin_utils._role_variables import args_from_role_variables
+# Python's bytecode cache for the collection's code below (plugin_utils/_bytecode_cache.py).
+from ansible_collections.qhub.prefect.plugins.plugin_utils._bytecode_cache import bytecode_imports
+
+with bytecode_imports():
+    from ansible_collections.qhub.prefect.plugins.module_utils._runners import qhub_deployment as runner
+    from ansible_collections.qhub.prefect.plugins.plugin_utils._controller_module import ControllerFirstAction
+    from ansible_collections.qhub.prefect.plugins.plugin_utils._role_variables import args_from_role_variables
 
 
 class ActionModule(ControllerFirstAction):

@@ -123,9 +123,13 @@ from ansible.errors import AnsibleParserError
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import AnyVariable, parse_qhub_config
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config_file import read_qhub_config_file
-from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
+# Python's bytecode cache for the collection's code below (plugin_utils/_bytecode_cache.py).
+from ansible_collections.qhub.prefect.plugins.plugin_utils._bytecode_cache import bytecode_imports
+
+with bytecode_imports():
+    from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config import AnyVariable, parse_qhub_config
+    from ansible_collections.qhub.prefect.plugins.module_utils._qhub.config_file import read_qhub_config_file
+    from ansible_collections.qhub.prefect.plugins.module_utils._qhub.errors import ConfigError
 
 ENTRY_KEYS = ("config", "name", "kubeconfig", "context", "prefect_api_url", "prefect_token_env", "vars")
 SETTING_VARS = (("kubeconfig", "qhub_prefect_kubeconfig"), ("context", "qhub_prefect_kube_context"),
