@@ -2,12 +2,14 @@
 and neither the cluster nor the Prefect server receives a write."""
 
 import pathlib
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from kubernetes import client as k8s
 
 from tests.support.ansible_cli import run_playbook
 from tests.support.cluster_objects import MANAGED as LABEL, labelled
+from tests.support.fleet_clusters import config
 from tests.support.pod_client import prefect_api
 
 CORPUS = sorted((pathlib.Path(__file__).parents[1] / "data" / "bad-configs").glob("*.yml"))
@@ -66,3 +68,30 @@ def test_every_bad_config_fails_named_and_writes_nothing(testbed, kube_admin):
     # Namespaces being deleted by earlier tests may vanish meanwhile; nothing may appear or change.
     assert cluster_state(kube_admin) <= cluster_before
     assert pools(testbed.prefect_api_url) == pools_before
+
+
+def test_one_config_whose_localhost_has_a_credential_source_of_its_own_is_checked_as_a_fleets(
+        testbed, kube_admin, tmp_path):
+    """One config given with -e skips the fleet checks only with the controller's credential: a localhost whose
+    inventory names its own (a plain-text key, an unset environment variable) is refused, and nothing is written."""
+    env = {"KUBECONFIG": testbed.kubeconfig, "PREFECT_API_URL": testbed.prefect_api_url,
+           "QHUB_SECRET_PREFECT_TOKEN": "controller-key"}
+    tag = uuid.uuid4().hex[:6]
+    sources = {
+        "plain": ("qhub_prefect_api_key: plain-text-key-%s" % tag, "qhub_prefect_api_key is plain text"),
+        "unset": ("qhub_prefect_token_env: QHUB_UNSET_KEY_%s" % tag.upper(),
+                  "the Prefect API key comes from the environment variable QHUB_UNSET_KEY_%s" % tag.upper()),
+    }
+    for name, (host_var, message) in sources.items():
+        namespace = "own-key-%s-%s" % (name, tag)
+        path = config(tmp_path / name, "own-key-%s-%s" % (name, tag), namespace)
+        inventory_file = tmp_path / name / "hosts.yml"
+        inventory_file.write_text("all:\n  hosts:\n    localhost:\n      %s\n" % host_var)
+        result = run_playbook("playbooks/deploy.yml", {"qhub_config_file": str(path),
+                                                        "qhub_prefect_work_pool": namespace},
+                              env=env, extra_args=("-i", str(inventory_file)))
+        assert result.rc != 0 and message in result.output, (name, result)
+        assert result["recap"].get("failed") == 1, (name, result)
+        assert namespace not in [ns.metadata.name for ns in k8s.CoreV1Api(kube_admin).list_namespace().items], name
+        assert [pool for pool in pools(testbed.prefect_api_url) if pool["name"] == namespace] == [], name
+        assert "plain-text-key-" + tag not in result.output
