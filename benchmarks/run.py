@@ -458,10 +458,15 @@ OURS_AGENTS = ("Python-urllib", "ansible")
 
 
 def worker_times(proxy, start, pool):
-    """(first request of the worker, its first poll for flow runs) after `start`, from the proxy's log."""
+    """(first request of the worker about its pool, its first poll for flow runs) after `start`, from the proxy's log.
+
+    Only requests naming `pool`: the workers of earlier rounds, still running in their namespaces, use the same
+    proxy (and, behind the pods' masquerade, the same source address).
+    """
     first = poll = None
+    mine = "/work_pools/%s/" % pool
     for when, dummy_method, path, agent in list(proxy.log):
-        if when < start or agent.startswith(OURS_AGENTS):
+        if when < start or agent.startswith(OURS_AGENTS) or mine not in path.split("?")[0] + "/":
             continue
         first = first if first is not None else when
         if poll is None and path.endswith("/work_pools/%s/get_scheduled_flow_runs" % pool):
@@ -618,7 +623,7 @@ def node_online(args, work):
     notes = {"apply": "ansible-playbook start -> the Deployment exists (floor: the pod is created at 0)",
              "pod start": "-> container running: controllers, scheduling, sandbox, start (image apart)",
              "image": "pulling the image (0: present on the node)",
-             "worker start": "container running -> the worker's first API request",
+             "worker start": "container running -> the worker's first API request about its pool",
              "first poll": "-> the API reports the worker ONLINE (its connection to the pool registered)",
              "ONLINE": "total: start -> worker ONLINE (the sum of the steps above)",
              "flow-run poll": "start -> its first get_scheduled_flow_runs",
