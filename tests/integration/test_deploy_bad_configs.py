@@ -87,9 +87,8 @@ def test_one_config_whose_localhost_has_a_credential_source_of_its_own_is_checke
         path = config(tmp_path / name, "own-key-%s-%s" % (name, tag), namespace)
         inventory_file = tmp_path / name / "hosts.yml"
         inventory_file.write_text("all:\n  hosts:\n    localhost:\n      %s\n" % host_var)
-        result = run_playbook("playbooks/deploy.yml", {"qhub_config_file": str(path),
-                                                        "qhub_prefect_work_pool": namespace},
-                              env=env, extra_args=("-i", str(inventory_file)))
+        extra_vars = {"qhub_config_file": str(path), "qhub_prefect_work_pool": namespace}
+        result = run_playbook("playbooks/deploy.yml", extra_vars, env=env, extra_args=("-i", str(inventory_file)))
         assert result.rc != 0 and message in result.output, (name, result)
         assert result["recap"].get("failed") == 1, (name, result)
         assert namespace not in [ns.metadata.name for ns in k8s.CoreV1Api(kube_admin).list_namespace().items], name
