@@ -4,7 +4,7 @@
 """This collection's module_utils and plugin_utils, imported by a plugin with Python's bytecode cache.
 
 ansible-core's collection loader compiles a collection's Python from source on every import and neither reads nor
-writes ``__pycache__``: for the module_utils our action plugins run in the controller, that is 50-70 ms of every
+writes ``__pycache__``: for the module_utils our action plugins run in the controller, that is 40-70 ms of every
 ``ansible-playbook`` run, more than a no-op converge spends on the network. A plugin imports them inside
 ``bytecode_imports()``: for that import alone a finder stands just ahead of the collection loader, for those
 modules alone. Each is found where the collection loader would find it (the parent package's path, which the

@@ -84,7 +84,7 @@ def test_one_config_whose_localhost_has_a_credential_source_of_its_own_is_checke
     }
     for name, (host_var, message) in sources.items():
         namespace = "own-key-%s-%s" % (name, tag)
-        path = config(tmp_path / name, "own-key-%s-%s" % (name, tag), namespace)
+        path = config(tmp_path / name, namespace, namespace)
         inventory_file = tmp_path / name / "hosts.yml"
         inventory_file.write_text("all:\n  hosts:\n    localhost:\n      %s\n" % host_var)
         extra_vars = {"qhub_config_file": str(path), "qhub_prefect_work_pool": namespace}

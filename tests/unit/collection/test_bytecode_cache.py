@@ -26,21 +26,24 @@ print(json.dumps(dict(
 """
 
 
-def imported(root):
+def run_python(script, *args):
+    """The stdout of ``script`` in a fresh interpreter that may write bytecode, as a user's Python does."""
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    out = subprocess.run([sys.executable, "-c", IMPORT_AS_ANSIBLE_DOES, str(root)], env=env, check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out)
+    return subprocess.run([sys.executable, "-c", script] + [str(arg) for arg in args], env=env, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def imported(root):
+    return json.loads(run_python(IMPORT_AS_ANSIBLE_DOES, root))
 
 
 def collection_copy(tmp_path):
     root = tmp_path / "collections"
     target = root / "ansible_collections" / "qhub" / "prefect"
-    for part in ("plugins", "meta", "galaxy.yml"):
-        copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy
-        copy(REPO / part, target / part, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                            if (REPO / part).is_dir() else {}))
+    for directory in ("plugins", "meta"):
+        shutil.copytree(REPO / directory, target / directory, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "galaxy.yml", target / "galaxy.yml")
     return root, target
 
 
@@ -69,9 +72,7 @@ def test_a_second_run_reads_the_bytecode_and_sees_an_edited_source(tmp_path):
     script = IMPORT_AS_ANSIBLE_DOES.replace(
         "print(", "import ansible_collections.qhub.prefect.plugins.module_utils._qhub.names as n\n"
                   "assert n.EDITED_AFTER_THE_FIRST_RUN\nprint(")
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([sys.executable, "-c", script, str(root)], env=env, check=True, capture_output=True, text=True)
+    run_python(script, root)
 
 
 AFTER_THE_PLUGIN_IMPORT = """
@@ -93,10 +94,7 @@ def test_outside_the_plugins_import_the_finder_is_gone_and_imports_are_the_colle
     # A module_utils module the plugin does not import: imported later, as another plugin or a module would.
     (target / "plugins" / "module_utils" / "_qhub" / "imported_later.py").write_text("IMPORTED = True\n")
     not_yet_imported = "ansible_collections.qhub.prefect.plugins.module_utils._qhub.imported_later"
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    seen = json.loads(subprocess.run([sys.executable, "-c", AFTER_THE_PLUGIN_IMPORT, str(root), not_yet_imported],
-                                     env=env, check=True, capture_output=True, text=True).stdout)
+    seen = json.loads(run_python(AFTER_THE_PLUGIN_IMPORT, root, not_yet_imported))
     # ansible-test's import sanity test asks the same: sys.meta_path as it was before the plugin was imported.
     assert seen["after"] == seen["before"]
     assert seen["later_loader"] != "SourceFileLoader"
